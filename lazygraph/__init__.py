@@ -1,0 +1,34 @@
+"""lazygraph: lazy, cached computation graphs that keep native Python objects.
+
+>>> import lazygraph
+>>> @lazygraph.node
+... def add(a, b):
+...     return a + b
+>>> x = lazygraph.Input(1, name="x")
+>>> total = add(x, 10)            # nothing runs yet
+>>> with lazygraph.Session():
+...     total.compute()
+11
+"""
+
+from .errors import CacheSecurityError, ConfigError, CycleError, LazyGraphError, NodeError
+from .node import Input, Node, node
+from .session import Session, compute, configure, current_session
+
+__all__ = [
+    "node",
+    "Node",
+    "Input",
+    "Session",
+    "compute",
+    "configure",
+    "current_session",
+    "LazyGraphError",
+    "ConfigError",
+    "NodeError",
+    "CycleError",
+    "CacheSecurityError",
+    "__version__",
+]
+
+__version__ = "0.1.0"

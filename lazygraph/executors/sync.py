@@ -1,0 +1,35 @@
+"""The default executor: run the plan in order, in the calling thread.
+
+>>> import lazygraph
+>>> @lazygraph.node
+... def one():
+...     return 1
+>>> with lazygraph.Session(executor="sync"):
+...     one().compute()
+1
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..scheduler import Pull
+
+__all__ = ["SyncExecutor"]
+
+
+class SyncExecutor:
+    """Runs each planned node in dependency order in the caller's thread."""
+
+    def run(self, pull: Pull) -> None:
+        """Run every node of ``pull.order``."""
+        run_node = pull.run_node
+        for n in pull.order:
+            run_node(n)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __repr__(self) -> str:
+        return "SyncExecutor()"

@@ -1,0 +1,87 @@
+"""What every store tier shares: the ``MISSING`` sentinel and the in-memory ``Entry``.
+
+Covers: the record kept per cached result. Does not cover: any policy (see the tiers).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+__all__ = ["MISSING", "Entry", "Missing"]
+
+
+class Missing:
+    """The type of ``MISSING``: a lookup found nothing (``None`` is a valid result)."""
+
+    _instance: Missing | None = None
+
+    def __new__(cls) -> Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "MISSING"
+
+
+MISSING = Missing()
+
+
+class Entry:
+    """A cached result and what the store knows about it.
+
+    ``parts`` is ``sizing.footprint(value)``: (buffer id or None, bytes, device) triples,
+    so views of one buffer are counted once across entries.
+    """
+
+    __slots__ = (
+        "key",
+        "value",
+        "parts",
+        "nbytes",
+        "name",
+        "seconds",
+        "persistable",
+        "spill",
+        "persist",
+        "created",
+        "hits",
+    )
+
+    def __init__(
+        self,
+        key: bytes,
+        value: Any,
+        parts: tuple[tuple[Any, int, str], ...],
+        *,
+        name: str,
+        seconds: float,
+        persistable: bool,
+        spill: bool,
+        persist: bool,
+    ) -> None:
+        self.key = key
+        self.value = value
+        self.parts = parts
+        self.nbytes = sum(part[1] for part in parts)
+        self.name = name
+        self.seconds = seconds
+        self.persistable = persistable
+        self.spill = spill
+        self.persist = persist
+        self.created = time.time()
+        self.hits = 0
+
+    def on_cuda(self) -> bool:
+        """True when part of the value lives in GPU memory."""
+        return any(part[2] != "cpu" for part in self.parts)
+
+    def __repr__(self) -> str:
+        return f"<Entry {self.name} {self.key.hex()[:12]} {self.nbytes} B>"
