@@ -391,7 +391,9 @@ def node(
             raise TypeError(f"@node expects a function (got {type(f).__name__})")
         if version is not None and not isinstance(version, str):
             raise TypeError(f"version must be a str (got {type(version).__name__})")
-        label = name if name is not None else getattr(f, "__qualname__", repr(f))
+        qualname = getattr(f, "__qualname__", None) or repr(f)
+        # A function defined inside another is named by its own part: "outer.<locals>.f" -> "f"
+        label = name if name is not None else qualname.rsplit("<locals>.", 1)[-1]
         options = NodeOptions(
             label,
             version=version,

@@ -24,12 +24,12 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import cuda
-from . import node as node_module
+
 from .errors import NodeError
 from .graph import path_to, toposort
 from .hashing import content_hash
 from .keys import function_fingerprint, node_key
-from .node import Node, NodeOptions, _input_value
+from .node import Node, NodeOptions, _input_value, current_revision
 from .progress import Progress
 from .store.base import MISSING
 
@@ -95,7 +95,7 @@ class Pull:
         self.order: list[Node] = []
         self.consumers: dict[bytes, int] = {}
         self.record: list[tuple[Node, str, str]] = []
-        self.revision = node_module._revision
+        self.revision = current_revision()
         self._started_alone = session._pull_started(self)
         resolve_keys(roots)
         self.keep = {r._key for r in roots}
@@ -127,7 +127,7 @@ class Pull:
                         self._verified(n, changed=n._prev_key not in (None, k))
                     continue
                 stack.append((n, True))
-                for d in n.deps:
+                for d in reversed(n.deps):  # reversed: the first argument runs first
                     dk = d._key
                     consumers[dk] = consumers.get(dk, 0) + 1  # type: ignore[index]
                     if dk not in state:
@@ -345,8 +345,11 @@ class Pull:
         return NodeError(n.name, path, exc, key=key, detail=detail)
 
     def results(self) -> tuple[Any, ...]:
-        """The values of the roots, in the order they were pulled."""
-        return tuple(self.values[r._key] for r in self.roots)  # type: ignore[index]
+        """The values of the roots, in pull order; the pull lets go of every value."""
+        results = tuple(self.values[r._key] for r in self.roots)  # type: ignore[index]
+        self.values.clear()
+        self.consumers.clear()
+        return results
 
 
 def _substitute(obj: Any, values: dict[bytes, Any]) -> Any:

@@ -78,6 +78,7 @@ class Session:
         try:
             if pull.order:
                 self._executor(executor).run(pull)
+            results = pull.results()
         except BaseException:
             pull.release_all_claims()
             raise
@@ -85,7 +86,7 @@ class Session:
             if pull.progress is not None:
                 pull.progress.close()
             self._pull_ended(pull)
-        return pull.results()
+        return results
 
     def _executor(self, choice: Any) -> Any:
         choice = self.config.executor if choice is None else choice

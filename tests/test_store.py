@@ -117,9 +117,10 @@ def test_weak_tier_hit_returns_same_object_and_runs_nothing():
         return np.full(200_000, i)  # 1.6 MB
 
     with Session(memory_limit="2MB", spill=False, progress=False) as s:
-        first = make(0).compute()
+        n0 = make(0)
+        first = n0.compute()
         make(1).compute()  # pushes make(0) out of memory
-        assert s.store.location(make(0).key and make(0)._key) == "weak"
+        assert s.store.location(n0._key) == "weak"
         again = make(0).compute()
         assert again is first
         assert calls[0] == 1

@@ -9,16 +9,24 @@ memory, and the counters behind ``Session.stats()``. Does not cover: deciding wh
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .. import cuda
 from ..sizing import footprint, freeze
 from .base import MISSING, Entry
+from .files import FileTier
 from .memory import MemoryTier
+from .secret import load_or_create_secret
 from .weak import WeakTier
+from .writer import Writer
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,24 @@ class Store:
         self.evictions = self.spills = self.reloads = 0
         self.peak_bytes = 0
         self._closed = False
+        # Files: ``_disk`` is the cache_dir (shared, persistent), ``_spill_dir`` a private
+        # temporary directory made on first spill and removed on close.
+        self._disk: FileTier | None = None
+        if config.cache_dir is not None:
+            self._disk = FileTier(
+                Path(config.cache_dir),
+                secret=load_or_create_secret(),
+                disk_limit=config.disk_limit,
+            )
+        self._spill_tier: FileTier | None = None
+        self._spill_dir: str | None = None
+        self._writer = Writer(self._written)
+        self._writing: dict[bytes, tuple[Entry, bool]] = {}  # queued: (entry, is_spill)
+        self._writing_bytes = 0
+        self._room = threading.Condition(self._lock)  # signalled as queued writes finish
+        self._files: dict[bytes, FileTier] = {}  # what this store wrote, and where
+        self._spilled_bytes = 0
+        self._warned: set[int] = set()
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -92,8 +118,36 @@ class Store:
                 self.hits += 1
                 self._promote(key, value)
                 return value, "weak"
-            self.misses += 1
+            queued = self._writing.get(key)
+            if queued is not None and queued[0].value is not None:
+                self.hits += 1
+                return queued[0].value, "memory"
+            value, where = self._load(key)
+            if value is MISSING:
+                self.misses += 1
+            else:
+                self.hits += 1
+            return value, where
+
+    def _load(self, key: bytes) -> tuple[Any, str]:
+        """Read ``key`` back from a file (memory-mapped), keeping it weakly for identity."""
+        tier = self._files.get(key)
+        where = "spilled"
+        if tier is None:
+            if self._disk is None or key not in self._disk:
+                return MISSING, "absent"
+            tier, where = self._disk, "disk"
+        value = tier.get(key)
+        if value is MISSING:  # deleted, truncated or planted underneath: recompute it
+            self._files.pop(key, None)
+            self._records.pop(key, None)
             return MISSING, "absent"
+        self.reloads += 1
+        self._weak.put(key, value)
+        record = self._records.get(key)
+        if record is not None:
+            record.hits += 1
+        return value, where
 
     def get(self, key: bytes) -> Any:
         """The value for ``key`` or ``MISSING``."""
@@ -102,10 +156,14 @@ class Store:
     def location(self, key: bytes) -> str:
         """Where ``key`` lives now: memory, weak, spilled, disk or absent (no side effects)."""
         with self._lock:
-            if key in self._memory:
+            if key in self._memory or key in self._writing:
                 return "memory"
+            if key in self._files:  # also when a mapped copy is alive: the data is the file
+                return "spilled"
             if key in self._weak:
                 return "weak"
+            if self._disk is not None and key in self._disk:
+                return "disk"
             return "absent"
 
     def entry(self, key: bytes) -> Entry | None:
@@ -115,7 +173,8 @@ class Store:
 
     def _forget_record(self, key: bytes) -> None:
         """Called when the weak tier loses ``key``: its record goes unless a file holds it."""
-        self._records.pop(key, None)
+        if key not in self._files and key not in self._writing:
+            self._records.pop(key, None)
 
     # -- inserting -----------------------------------------------------------------------
 
@@ -148,19 +207,27 @@ class Store:
             evicted = self._memory.put(entry)
             if self._memory.cpu_bytes > self.peak_bytes:
                 self.peak_bytes = self._memory.cpu_bytes
+            if self._disk is not None and persist and persistable and key not in self._files:
+                self._queue_write(entry, self._disk, spill=False)  # write-through: persist
             if evicted:
                 self._demote_all(evicted)
+            self._wait_for_room()
 
     def note_compute(self) -> None:
         """Count one function execution (the scheduler calls this)."""
         self.computes += 1
 
     def discard(self, key: bytes) -> None:
-        """Forget ``key`` in every tier."""
+        """Forget ``key`` in every tier, its files included."""
         with self._lock:
             self._memory.pop(key)
             self._weak.discard(key)
             self._records.pop(key, None)
+            tier = self._files.pop(key, None)
+            if tier is not None:
+                tier.discard(key)
+            if self._disk is not None:
+                self._disk.discard(key)
 
     # -- shedding ------------------------------------------------------------------------
 
@@ -196,12 +263,83 @@ class Store:
             cuda.empty_cache()
 
     def _demote(self, entry: Entry) -> None:
-        """Move an entry pushed out of memory to the weak tier (where its type allows)."""
+        """Move an entry pushed out of memory to a spill file and/or the weak tier.
+
+        A spilled entry stays reachable (held by the write queue) until its file is complete.
+        """
         self.evictions += 1
-        value, entry.value = entry.value, None
-        if self._weak.put(entry.key, value):
-            self._records[entry.key] = entry
+        key = entry.key
+        if key not in self._files and key not in self._writing and self._spillable(entry):
+            self._queue_write(entry, self._tier_for(entry), spill=True)
+        kept = self._weak.put(key, entry.value)
+        if key in self._writing:
+            entry = Entry(key, entry.value, entry.parts, name=entry.name, seconds=entry.seconds,
+                          persistable=entry.persistable, spill=entry.spill,
+                          persist=entry.persist)  # the queued one keeps the value
+        entry.value = None
+        if kept or key in self._files or key in self._writing:
+            self._records[key] = entry
         else:
+            self._records.pop(key, None)
+
+    def _spillable(self, entry: Entry) -> bool:
+        return (
+            self.config.spill
+            and entry.spill
+            and entry.nbytes >= self.config.spill_threshold
+            and not entry.on_cuda()
+        )
+
+    def _tier_for(self, entry: Entry) -> FileTier:
+        """The cache_dir for persistable entries when persisting, else the private spill dir."""
+        if self._disk is not None and self.config.persist and entry.persist and entry.persistable:
+            return self._disk
+        if self._spill_tier is None:
+            self._spill_dir = tempfile.mkdtemp(prefix="lazygraph-spill-")
+            self._spill_tier = FileTier(
+                Path(self._spill_dir), secret=os.urandom(32), disk_limit=None
+            )
+        return self._spill_tier
+
+    def _queue_write(self, entry: Entry, tier: FileTier, *, spill: bool) -> None:
+        self._writing[entry.key] = (entry, spill)
+        self._writing_bytes += entry.nbytes
+        self._writer.submit(entry, tier)
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: a producer faster than the disk waits instead of filling RAM."""
+        limit = max(self.config.memory_limit // 2, self.config.spill_threshold)
+        while self._writing_bytes > limit and not self._closed:
+            self._room.wait(0.5)
+
+    def _written(self, entry: Entry, tier: FileTier, result: int | BaseException) -> None:
+        """The writer thread's report: the file is complete (or the write failed)."""
+        with self._lock:
+            queued = self._writing.pop(entry.key, None)
+            self._writing_bytes -= entry.nbytes
+            self._room.notify_all()
+            if isinstance(result, BaseException):
+                self._write_failed(entry, result)
+                return
+            self._files[entry.key] = tier
+            if queued is not None and queued[1]:
+                self.spills += 1
+            if tier is self._spill_tier:
+                self._spilled_bytes += result
+            if entry.key not in self._memory:
+                entry.value = None  # the file now stands in for it
+                self._records.setdefault(entry.key, entry)
+
+    def _write_failed(self, entry: Entry, exc: BaseException) -> None:
+        code = exc.errno if isinstance(exc, OSError) else -1
+        if code not in self._warned:
+            self._warned.add(code)
+            reason = os.strerror(code) if code > 0 else f"{type(exc).__name__}: {exc}"
+            level = logging.WARNING if code in (errno.ENOSPC, errno.EFBIG, errno.EROFS) else (
+                logging.INFO)
+            log.log(level, "lazygraph could not write %s to disk (%s); it will be recomputed "
+                    "when needed (logged once per reason)", entry.name, reason)
+        if entry.key not in self._memory and entry.key not in self._weak:
             self._records.pop(entry.key, None)
 
     def _promote(self, key: bytes, value: Any) -> None:
@@ -230,18 +368,32 @@ class Store:
                 spills=self.spills,
                 reloads=self.reloads,
                 bytes_in_memory=self._memory.cpu_bytes,
-                bytes_spilled=0,
-                bytes_on_disk=0,
+                bytes_spilled=self._spilled_bytes,
+                bytes_on_disk=self._disk.nbytes() if self._disk is not None else 0,
                 peak_bytes_in_memory=self.peak_bytes,
                 entries_in_memory=len(self._memory),
                 cuda_bytes=sum(self._memory.cuda_bytes.values()),
             )
 
+    def flush(self) -> None:
+        """Wait until every queued spill and persist write is on disk."""
+        self._writer.flush()
+
     def close(self) -> None:
-        """Drop every reference the store holds."""
+        """Finish persist writes, drop every reference, remove the private spill directory."""
         with self._lock:
             self._closed = True
+            self._room.notify_all()
+        self._writer.close()
+        with self._lock:
             while self._memory.pop_lru() is not None:
                 pass
             self._weak = WeakTier(self._forget_record)
             self._records.clear()
+            self._files.clear()
+            for tier in (self._spill_tier, self._disk):
+                if tier is not None:
+                    tier.close()
+            if self._spill_dir is not None:
+                shutil.rmtree(self._spill_dir, ignore_errors=True)
+                self._spill_dir = None

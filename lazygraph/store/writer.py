@@ -1,0 +1,88 @@
+"""A background writer, so spilling and persisting stay off the caller's critical path.
+
+Covers: a queue of (entry, file tier) jobs written by one daemon thread, a callback with the
+outcome, ``flush`` and ``close``. Does not cover: keeping the entry reachable until its file
+is complete (the ``Store`` holds it in its pending map) or the file format (``files``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .base import Entry
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Writer"]
+
+Done = Callable[[Entry, Any, "int | BaseException"], None]
+
+
+class Writer:
+    """Writes entries with ``tier.put`` on a daemon thread; reports each outcome to ``done``.
+
+    ``done(entry, tier, result)`` gets the bytes written, or the exception raised (the writer
+    itself never dies of one).
+    """
+
+    def __init__(self, done: Done, *, name: str = "lazygraph-writer") -> None:
+        self._done = done
+        self._name = name
+        self._queue: queue.Queue[tuple[Entry, Any] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, entry: Entry, tier: Any) -> None:
+        """Queue ``entry`` for writing to ``tier``."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                self._thread.start()
+        self._queue.put((entry, tier))
+
+    def flush(self) -> None:
+        """Wait until every queued entry is written (or failed)."""
+        if self._thread is not None:
+            self._queue.join()
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the thread. Idempotent."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                entry, tier = job
+                try:
+                    result: int | BaseException = tier.put(
+                        entry.key, entry.value, meta=_meta(entry)
+                    )
+                except Exception as exc:  # reported to the store, which logs and recovers
+                    result = exc
+                try:
+                    self._done(entry, tier, result)
+                except Exception:
+                    log.exception("lazygraph writer callback failed")
+            finally:
+                self._queue.task_done()
+
+
+def _meta(entry: Entry) -> dict[str, object]:
+    return {
+        "name": entry.name,
+        "seconds": entry.seconds,
+        "nbytes": entry.nbytes,
+        "type": type(entry.value).__name__,
+        "created": entry.created,
+    }
