@@ -25,7 +25,7 @@ import re
 import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CacheSecurityError, ConfigError
 
@@ -132,8 +132,10 @@ def check_private_stat(path: str | os.PathLike[str], st: os.stat_result) -> None
             f"directory of your own, or if it is yours: chown {_user(me)} {path}"
         )
     if st.st_mode & 0o022:
-        who = "group and others" if st.st_mode & 0o022 == 0o022 else (
-            "its group" if st.st_mode & 0o020 else "others"
+        who = (
+            "group and others"
+            if st.st_mode & 0o022 == 0o022
+            else ("its group" if st.st_mode & 0o020 else "others")
         )
         raise CacheSecurityError(
             f"cache directory {path} is writable by {who} (mode {oct(st.st_mode & 0o777)}), "
@@ -161,7 +163,7 @@ def cache_ls(directory: str | os.PathLike[str], *, secret: bytes | None = None) 
 
 def cache_info(
     directory: str | os.PathLike[str], *, secret: bytes | None = None, largest: int = 10
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Size, entry count and the largest entries of a cache directory.
 
     Keys: ``directory``, ``exists``, ``entries``, ``bytes``, ``invalid`` (entries that fail
@@ -277,7 +279,7 @@ def format_ls(entries: list[EntryInfo], *, now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def format_info(info: dict[str, object], *, now: float | None = None) -> str:
+def format_info(info: dict[str, Any], *, now: float | None = None) -> str:
     """The text ``lazygraph cache info`` prints for a ``cache_info`` result.
 
     >>> print(format_info({"directory": "/c", "exists": False, "entries": 0, "bytes": 0}))
@@ -285,12 +287,12 @@ def format_info(info: dict[str, object], *, now: float | None = None) -> str:
     """
     if not info["exists"]:
         return f"{info['directory']}: no cache here yet"
-    text = f"{info['directory']}: {info['entries']} entries, {format_bytes(int(info['bytes']))}"  # type: ignore[call-overload]
+    text = f"{info['directory']}: {info['entries']} entries, {format_bytes(info['bytes'])}"
     if info.get("invalid"):
         text += f" ({info['invalid']} failing authentication, removed on next use)"
     largest = info.get("largest") or []
     if largest:
-        text += "\nlargest:\n" + format_ls(list(largest), now=now)  # type: ignore[call-overload]
+        text += "\nlargest:\n" + format_ls(list(largest), now=now)
     return text
 
 

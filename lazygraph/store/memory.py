@@ -104,14 +104,22 @@ class MemoryTier:
             lru = self.pop_lru()
             assert lru is not None
             evicted.append(lru)
-        if self.max_cuda_bytes is not None:
-            for device in [d for d, n in self.cuda_bytes.items() if n > self.max_cuda_bytes]:
-                while self.cuda_bytes.get(device, 0) > self.max_cuda_bytes:
-                    victim = self.pop_cuda_lru(device)
-                    if victim is None:
-                        break
-                    evicted.append(victim)
+        for device in [d for d, n in self.cuda_bytes.items() if n > 0]:
+            limit = self._cuda_limit(device)
+            while self.cuda_bytes.get(device, 0) > limit:
+                victim = self.pop_cuda_lru(device)
+                if victim is None:
+                    break
+                evicted.append(victim)
         return evicted
+
+    def _cuda_limit(self, device: str) -> int:
+        """The budget for ``device``: the configured one, else a share of the device."""
+        if self.max_cuda_bytes is not None:
+            return self.max_cuda_bytes
+        from ..cuda import default_cuda_limit
+
+        return default_cuda_limit(device)
 
     def _account(self, entry: Entry, sign: int) -> None:
         for buffer_id, nbytes, device in entry.parts:

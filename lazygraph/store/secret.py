@@ -17,6 +17,7 @@ copied or shared cache directory carries no key that would let its files pass as
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -175,7 +176,5 @@ def _make_private_parents(directory: Path) -> None:
             break
         missing.append(candidate)
     for candidate in reversed(missing):
-        try:
+        with contextlib.suppress(FileExistsError):  # a racing process made it first
             os.mkdir(candidate, 0o700)
-        except FileExistsError:
-            pass

@@ -149,6 +149,16 @@ class Store:
             record.hits += 1
         return value, where
 
+    def memory_hit(self, key: bytes) -> Any:
+        """The value if ``key`` is in the memory tier (counted as a hit), else MISSING."""
+        with self._lock:
+            entry = self._memory.get(key)
+            if entry is None:
+                return MISSING
+            self.hits += 1
+            entry.hits += 1
+            return entry.value
+
     def get(self, key: bytes) -> Any:
         """The value for ``key`` or ``MISSING``."""
         return self.lookup(key)[0]
@@ -239,7 +249,7 @@ class Store:
                 if entry is None:
                     return 0
                 self._demote_all([entry])
-                return entry.nbytes
+                return max(entry.nbytes, 1)  # 0 would tell the monitor nothing is left
         except Exception:  # the memory monitor relies on this never raising
             log.exception("evicting from the lazygraph store failed")
             return 0

@@ -1,0 +1,514 @@
+"""Session options: sizes ("2GB"), machine-derived defaults, ``LAZYGRAPH_*`` overrides, checks.
+
+Covers: parsing sizes and percentages, the memory this process can really use (psutil's total
+capped by cgroup v1/v2 limits), and :class:`Config`, the validated, immutable set of options a
+``Session`` is built from (SPEC S5.1, S7.3).  Does not cover: acting on the options (the store,
+the memory monitor and the executors do that) or creating ``cache_dir`` (the disk tier does,
+with the right permissions).
+
+>>> parse_size("1.5 GB", name="memory_limit")
+1500000000
+>>> Config.from_options(memory_limit="512MiB", env={}).memory_limit
+536870912
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import math
+import numbers
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from lazygraph.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "EXECUTOR_NAMES",
+    "OPTION_NAMES",
+    "cgroup_memory_limit",
+    "format_size",
+    "parse_size",
+    "usable_memory",
+]
+
+logger = logging.getLogger(__name__)
+
+EXECUTOR_NAMES = ("sync", "threads", "processes", "dask")
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+    "t": 10**12, "tb": 10**12, "p": 10**15, "pb": 10**15,
+    "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30,
+    "ti": 2**40, "tib": 2**40, "pi": 2**50, "pib": 2**50,
+}  # fmt: skip
+_SIZE_RE = re.compile(r"([+-]?\s*(?:\d+\.?\d*|\.\d+))(e[+-]?\d+)?\s*([a-z]*)", re.IGNORECASE)
+_SIZE_HINT = (
+    'use an int of bytes or a string such as "512MiB" or "1.5 GB" '
+    "(units B, KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB powers of 1024)"
+)
+# A cgroup v1 "no limit" is PAGE_COUNTER_MAX * page size (~2**63); anything this big is no limit.
+_NO_LIMIT = 2**60
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _shown(value: object) -> str:
+    """How a received value appears in an error message: strings quoted, others typed."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return f"{type(value).__name__} {value!r}"
+
+
+def _size_error(
+    name: str, value: object, *, percent: bool = False, negative: bool = False
+) -> ConfigError:
+    hint = _SIZE_HINT + (', or a percentage such as "10%"' if percent else "")
+    what = "a non-negative size" if negative else "a size"
+    return ConfigError(f'{name} must be {what} like "2GB" (got {_shown(value)}); {hint}')
+
+
+def parse_size(value: object, *, name: str, total: int | None = None) -> int:
+    """Return ``value`` as a number of bytes; raise :class:`ConfigError` if it is not a size.
+
+    Accepts non-negative ints and finite floats (bytes, rounded down) and strings made of a
+    number and an optional unit, case-insensitive: ``B``, ``KB``/``K``, ``MB``/``M``, ``GB``/``G``,
+    ``TB``/``T``, ``PB`` (powers of 1000) and ``KiB``/``Ki`` ... ``PiB`` (powers of 1024).
+    ``"1e9"`` is accepted, as Python accepts ``1e9``.  With ``total`` given, ``"10%"`` means
+    10% of ``total``.  Every bad value, wrong types included, raises ``ConfigError`` (a
+    ``ValueError``), so one ``except`` catches any bad configuration.
+
+    >>> parse_size("2GB", name="memory_limit"), parse_size("512 mib", name="memory_limit")
+    (2000000000, 536870912)
+    >>> parse_size("10%", name="min_available", total=2000)
+    200
+    >>> parse_size("2XB", name="memory_limit")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+      ...
+    lazygraph.errors.ConfigError: memory_limit must be a size like "2GB" (got "2XB"); use ...
+    """
+    if isinstance(value, bool):
+        raise _size_error(name, value, percent=total is not None)
+    if isinstance(value, numbers.Integral):
+        number: float = int(value)
+    elif isinstance(value, numbers.Real):
+        number = float(value)
+    elif isinstance(value, str):
+        number = _parse_size_text(value, name=name, total=total)
+    else:
+        raise _size_error(name, value, percent=total is not None)
+    if not math.isfinite(number) or number < 0:
+        raise _size_error(name, value, percent=total is not None, negative=number < 0)
+    return int(number)
+
+
+def _parse_size_text(text: str, *, name: str, total: int | None) -> float:
+    stripped = text.strip()
+    if stripped.endswith("%") and total is not None:
+        try:
+            percent = float(stripped[:-1])
+        except ValueError:
+            raise _size_error(name, text, percent=True) from None
+        if not 0 <= percent <= 100:
+            raise ConfigError(f'{name} must be a percentage from 0% to 100% (got "{text}")')
+        return total * percent / 100
+    match = _SIZE_RE.fullmatch(stripped)
+    unit = _UNITS.get(match.group(3).lower()) if match else None
+    if match is None or unit is None:
+        raise _size_error(name, text, percent=total is not None)
+    return float(match.group(1).replace(" ", "") + (match.group(2) or "")) * unit
+
+
+def format_size(nbytes: float) -> str:
+    """Return ``nbytes`` for humans, in powers of 1024.
+
+    >>> format_size(1536), format_size(3 * 2**30), format_size(12)
+    ('1.5 KiB', '3.0 GiB', '12 B')
+    """
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{int(nbytes)} B" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# The memory this process can use: psutil's total, capped by cgroup limits.
+
+
+def usable_memory(*, root: str = "/") -> int:
+    """Return the bytes of RAM this process can really use.
+
+    That is the machine's total memory (psutil) capped by the memory limit of the process's
+    cgroup and every cgroup above it, v1 (``memory.limit_in_bytes``) or v2 (``memory.max`` and
+    ``memory.high``), so that defaults derived from it keep a process in a container or under a
+    job scheduler clear of the OOM killer.  ``root`` points the cgroup lookup at another file
+    tree (tests use sample files); psutil's total always comes from the running machine.
+
+    >>> 0 < usable_memory() <= psutil.virtual_memory().total
+    True
+    """
+    total = int(psutil.virtual_memory().total)
+    limit = cgroup_memory_limit(root=root)
+    return total if limit is None else min(total, limit)
+
+
+def cgroup_memory_limit(*, root: str = "/") -> int | None:
+    """Return the tightest cgroup memory limit on this process in bytes, or None if unlimited.
+
+    Reads ``/proc/self/cgroup`` and ``/proc/self/mountinfo`` under ``root`` to find the
+    process's memory cgroup (v1 and v2, also hybrid hierarchies), then walks from it up to
+    the mount point.  Never raises: unreadable files count as "no limit".
+
+    >>> limit = cgroup_memory_limit()
+    >>> limit is None or limit > 0
+    True
+    """
+    limits: list[int] = []
+    try:
+        memberships = _read_memberships(root)
+        for version, mount_root, mount_point in _cgroup_mounts(root):
+            path = memberships.get(version)
+            if path is not None:
+                start = _cgroup_dir(root, mount_root, mount_point, path)
+                limits.extend(_limits_up_to(start, _join(root, mount_point), version))
+    except (OSError, ValueError) as exc:  # a cgroup tree we cannot read is not a limit
+        logger.debug("cgroup memory limit unreadable under %s: %s", root, exc)
+    return min(limits) if limits else None
+
+
+def _join(root: str, absolute: str) -> Path:
+    return Path(root) / absolute.lstrip("/")
+
+
+def _read_memberships(root: str) -> dict[str, str]:
+    """Map "v1"/"v2" to the process's memory cgroup path, from /proc/self/cgroup."""
+    found: dict[str, str] = {}
+    text = _join(root, "/proc/self/cgroup").read_text()
+    for line in text.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            found["v2"] = path
+        elif "memory" in controllers.split(","):
+            found["v1"] = path
+    return found
+
+
+def _cgroup_mounts(root: str) -> Iterator[tuple[str, str, str]]:
+    """Yield (version, mount root, mount point) of cgroup mounts; conventional ones if unknown."""
+    try:
+        lines = _join(root, "/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        yield "v1", "/", "/sys/fs/cgroup/memory"
+        yield "v2", "/", "/sys/fs/cgroup"
+        yield "v2", "/", "/sys/fs/cgroup/unified"
+        return
+    for line in lines:
+        before, _, after = line.partition(" - ")
+        head, tail = before.split(), after.split()
+        if len(head) < 5 or len(tail) < 3:
+            continue
+        mount_root, mount_point = _unescape(head[3]), _unescape(head[4])
+        if tail[0] == "cgroup2":
+            yield "v2", mount_root, mount_point
+        elif tail[0] == "cgroup" and "memory" in tail[2].split(","):
+            yield "v1", mount_root, mount_point
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as octal (\040).
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def _cgroup_dir(root: str, mount_root: str, mount_point: str, path: str) -> Path:
+    """The directory of cgroup ``path`` under a mount of the hierarchy at ``mount_root``."""
+    base = _join(root, mount_point)
+    if mount_root != "/" and (path == mount_root or path.startswith(mount_root + "/")):
+        path = path[len(mount_root) :]  # a container sees its own cgroup as the mount's root
+    candidate = base / path.lstrip("/")
+    return candidate if candidate.is_dir() else base
+
+
+def _limits_up_to(start: Path, top: Path, version: str) -> Iterator[int]:
+    names = ("memory.limit_in_bytes",) if version == "v1" else ("memory.max", "memory.high")
+    directory = start
+    while True:
+        for name in names:
+            limit = _read_limit(directory / name)
+            if limit is not None:
+                yield limit
+        if directory == top or directory.parent == directory or top not in directory.parents:
+            return
+        directory = directory.parent
+
+
+def _read_limit(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text in ("", "max"):
+        return None
+    value = int(text)
+    return value if 0 < value < _NO_LIMIT else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Config
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated options of a Session; build it with :meth:`Config.from_options`.
+
+    Sizes are bytes.  ``cuda_limit=None`` means "a default per device" (the store asks
+    ``lazygraph.cuda.default_cuda_limit``); ``disk_limit=None`` means no budget; ``executor``
+    is one of :data:`EXECUTOR_NAMES` or an executor object.
+
+    >>> config = Config.from_options(memory_limit="1GB", workers=2, env={})
+    >>> config.memory_limit, config.workers, config.persist
+    (1000000000, 2, False)
+    """
+
+    memory_limit: int
+    rss_limit: int
+    min_available: int
+    cuda_limit: int | None = None
+    spill: bool = True
+    spill_threshold: int = 2**20
+    cache_dir: Path | None = None
+    persist: bool = False
+    disk_limit: int | None = None
+    executor: Any = "sync"
+    workers: int = 1
+    progress: bool = True
+    freeze: bool = False
+
+    @classmethod
+    def from_options(cls, *, env: Mapping[str, str] | None = None, **options: Any) -> Config:
+        """Validate ``options``, fill the rest from ``LAZYGRAPH_<NAME>`` variables and defaults.
+
+        A keyword given as ``None`` counts as not given.  ``env`` defaults to ``os.environ``.
+        Defaults, from the usable memory ``U`` (:func:`usable_memory`):
+
+        - ``memory_limit`` = 25% of U: the cache shares the process with the user's own
+          working data (a node typically holds its inputs and its output at once).
+        - ``rss_limit`` = 80% of U and ``min_available`` = 5% of U: shed before the kernel
+          has to, leaving room for the allocation that crossed the line.  ``rss_limit`` is
+          compared with ``lazygraph.pressure.process_memory()``: resident memory not backed by
+          files (memory-mapped spill files do not count), system-wide available memory with
+          ``min_available``.
+        - ``spill`` = True; ``spill_threshold`` = 1 MiB, joblib's own memmapping threshold
+          (``max_nbytes="1M"``): below that a file costs more than it saves.
+        - ``persist`` = True when ``cache_dir`` is given; ``executor`` = "sync"; ``workers`` =
+          the CPUs this process may run on; ``progress`` = True; ``freeze`` = False.
+
+        Raises :class:`ConfigError` naming the option, what it expects and what it got.  Pure:
+        nothing is created or changed (``cache_dir`` is checked, not made).
+
+        >>> Config.from_options(memory_limt="1GB", env={})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+          ...
+        lazygraph.errors.ConfigError: unknown option "memory_limt"; did you mean "memory_limit"? ...
+        """
+        _check_names(options)
+        environ = os.environ if env is None else env
+        usable = usable_memory()
+        values = {name: _pick(name, options, environ, usable) for name in OPTION_NAMES}
+        _fill_defaults(values, usable)
+        if values["persist"] and values["cache_dir"] is None:
+            raise ConfigError(
+                "persist=True needs a cache_dir to persist to (got cache_dir=None); "
+                'pass cache_dir="path/to/cache" or persist=False'
+            )
+        config = cls(**values)
+        _warn_odd_limits(config, usable)
+        return config
+
+
+OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Config))
+
+
+def _check_names(options: Mapping[str, Any]) -> None:
+    for name in options:
+        if name not in OPTION_NAMES:
+            close = difflib.get_close_matches(name, OPTION_NAMES, n=1)
+            guess = f'; did you mean "{close[0]}"?' if close else ";"
+            raise ConfigError(
+                f'unknown option "{name}"{guess} valid options: {", ".join(OPTION_NAMES)}'
+            )
+
+
+def _pick(name: str, options: Mapping[str, Any], env: Mapping[str, str], usable: int) -> Any:
+    """The parsed value of one option: the keyword, else the environment, else None."""
+    value = options.get(name)
+    label = name
+    if value is None:
+        label = "LAZYGRAPH_" + name.upper()
+        value = env.get(label) or None  # an empty variable counts as unset
+        if value is None:
+            return None
+        if name in ("cuda_limit", "disk_limit") and value.strip().lower() == "none":
+            return None
+    return _PARSERS[name](value, label, usable)
+
+
+def _fill_defaults(values: dict[str, Any], usable: int) -> None:
+    defaults = {
+        "memory_limit": usable // 4,
+        "rss_limit": usable * 4 // 5,
+        "min_available": usable // 20,
+        "spill": True,
+        "spill_threshold": 2**20,
+        "persist": values["cache_dir"] is not None,
+        "executor": "sync",
+        "workers": _cpu_count(),
+        "progress": True,
+        "freeze": False,
+    }
+    for name, default in defaults.items():
+        if values[name] is None:
+            values[name] = default
+
+
+def _cpu_count() -> int:
+    # sched_getaffinity honours taskset and cpusets; cpu_count() is the machine's.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _warn_odd_limits(config: Config, usable: int) -> None:
+    if config.rss_limit > usable:
+        logger.warning(
+            "rss_limit %s is above the %s this process can use: the kernel may stop the "
+            "process before lazygraph sheds memory",
+            format_size(config.rss_limit),
+            format_size(usable),
+        )
+    if config.memory_limit > config.rss_limit:
+        logger.warning(
+            "memory_limit %s is above rss_limit %s: memory pressure will evict entries "
+            "before the memory tier is full",
+            format_size(config.memory_limit),
+            format_size(config.rss_limit),
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# One parser per kind of option; each takes (value, label for messages, usable memory).
+
+
+def _size(value: Any, label: str, usable: int) -> int:
+    return parse_size(value, name=label)
+
+
+def _size_or_percent(value: Any, label: str, usable: int) -> int:
+    return parse_size(value, name=label, total=usable)
+
+
+def _flag(value: Any, label: str, usable: int) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(
+        f"{label} must be True or False (got {_shown(value)}); "
+        "in the environment use 1/0, true/false, yes/no or on/off"
+    )
+
+
+def _workers(value: Any, label: str, usable: int) -> int:
+    number = None
+    whole = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if whole or (isinstance(value, str) and value.strip().isdigit()):
+        number = int(value)
+    if number is None or number < 1:
+        raise ConfigError(f"{label} must be a whole number of at least 1 (got {_shown(value)})")
+    return number
+
+
+def _executor(value: Any, label: str, usable: int) -> Any:
+    if isinstance(value, str):
+        if value in EXECUTOR_NAMES:
+            return value
+        close = difflib.get_close_matches(value, EXECUTOR_NAMES, n=1)
+        guess = f' (did you mean "{close[0]}"?)' if close else ""
+        raise ConfigError(
+            f"{label} must be one of {', '.join(EXECUTOR_NAMES)} or an executor object "
+            f"(got {_shown(value)}){guess}"
+        )
+    if isinstance(value, numbers.Number):
+        raise ConfigError(
+            f"{label} must be one of {', '.join(EXECUTOR_NAMES)} or an executor object "
+            f"(got {_shown(value)}); to set the pool size pass workers={value!r}"
+        )
+    return value
+
+
+def _cache_dir(value: Any, label: str, usable: int) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or os.fspath(value) in ("", b""):
+        raise ConfigError(f"{label} must be a directory path (got {_shown(value)})")
+    raw = os.fspath(value)
+    if isinstance(raw, bytes):
+        raise ConfigError(f"{label} must be a str or pathlib.Path (got {_shown(value)})")
+    path = Path(raw).expanduser().absolute()
+    try:
+        _check_writable_dir(path, label)
+    except OSError as exc:
+        raise ConfigError(f"{label} {path} cannot be checked ({exc}); choose another") from exc
+    return path
+
+
+def _check_writable_dir(path: Path, label: str) -> None:
+    if path.exists() and not path.is_dir():
+        raise ConfigError(
+            f"{label} {path} exists and is not a directory; "
+            "pass a directory path (or move the file away)"
+        )
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{label} {path} cannot be created: {existing} is a file, not a folder")
+    if not _writable(existing):
+        where = "it" if existing == path else f"its parent {existing}"
+        raise ConfigError(
+            f"{label} {path} is not writable: {where} does not let this user create files; "
+            "fix the permissions (chmod u+rwx) or choose a directory you can write to"
+        )
+
+
+def _writable(directory: Path) -> bool:
+    # Effective ids, because they are what creating a file will be checked against.
+    effective = os.access in os.supports_effective_ids
+    return os.access(directory, os.W_OK | os.X_OK, effective_ids=effective)
+
+
+_PARSERS = {
+    "memory_limit": _size_or_percent,
+    "rss_limit": _size_or_percent,
+    "min_available": _size_or_percent,
+    "cuda_limit": _size,
+    "spill": _flag,
+    "spill_threshold": _size,
+    "cache_dir": _cache_dir,
+    "persist": _flag,
+    "disk_limit": _size,
+    "executor": _executor,
+    "workers": _workers,
+    "progress": _flag,
+    "freeze": _flag,
+}
