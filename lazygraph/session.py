@@ -107,6 +107,7 @@ class Session:
                     return MISSING  # a stale region: the full pull resolves it
             resolve_keys([n])
             key = n._key
+            assert key is not None
         value = self.store.memory_hit(key)
         if value is not MISSING:
             n._last_pull = None

@@ -53,6 +53,8 @@ class Entry:
         "persist",
         "created",
         "hits",
+        "type",
+        "summary",
     )
 
     def __init__(
@@ -78,6 +80,8 @@ class Entry:
         self.persist = persist
         self.created = time.time()
         self.hits = 0
+        self.type = type(value).__name__
+        self.summary: str | None = None  # filled in when the entry is written to a file
 
     def on_cuda(self) -> bool:
         """True when part of the value lives in GPU memory."""

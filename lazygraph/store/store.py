@@ -102,6 +102,7 @@ class Store:
         self._files: dict[bytes, FileTier] = {}  # what this store wrote, and where
         self._spilled_bytes = 0
         self._warned: set[int] = set()
+        self.functions: dict[str, list[float]] = {}  # name -> [runs, hits, seconds]
 
     # -- lookups -------------------------------------------------------------------------
 
@@ -110,24 +111,31 @@ class Store:
         with self._lock:
             entry = self._memory.get(key)
             if entry is not None:
-                self.hits += 1
-                entry.hits += 1
+                self._count_hit(entry)
                 return entry.value, "memory"
             value = self._weak.get(key)
             if value is not None:
-                self.hits += 1
+                self._count_hit(self._records.get(key))
                 self._promote(key, value)
                 return value, "weak"
             queued = self._writing.get(key)
             if queued is not None and queued[0].value is not None:
-                self.hits += 1
+                self._count_hit(queued[0])
                 return queued[0].value, "memory"
             value, where = self._load(key)
             if value is MISSING:
                 self.misses += 1
             else:
-                self.hits += 1
+                self._count_hit(self._records.get(key))
             return value, where
+
+    def _count_hit(self, entry: Entry | None) -> None:
+        self.hits += 1
+        if entry is not None:
+            entry.hits += 1
+            tally = self.functions.get(entry.name)
+            if tally is not None:
+                tally[1] += 1
 
     def _load(self, key: bytes) -> tuple[Any, str]:
         """Read ``key`` back from a file (memory-mapped), keeping it weakly for identity."""
@@ -144,9 +152,6 @@ class Store:
             return MISSING, "absent"
         self.reloads += 1
         self._weak.put(key, value)
-        record = self._records.get(key)
-        if record is not None:
-            record.hits += 1
         return value, where
 
     def memory_hit(self, key: bytes) -> Any:
@@ -155,9 +160,23 @@ class Store:
             entry = self._memory.get(key)
             if entry is None:
                 return MISSING
-            self.hits += 1
-            entry.hits += 1
+            self._count_hit(entry)
             return entry.value
+
+    def peek(self, key: bytes) -> Any:
+        """The value if it is in memory, weakly held or queued for writing, else MISSING.
+
+        Only looks: no hit is counted, the LRU order is untouched and no file is read.
+        """
+        with self._lock:
+            entry = self._memory.peek(key)
+            if entry is not None:
+                return entry.value
+            value = self._weak.get(key)
+            if value is not None:
+                return value
+            queued = self._writing.get(key)
+            return queued[0].value if queued is not None else MISSING
 
     def get(self, key: bytes) -> Any:
         """The value for ``key`` or ``MISSING``."""
@@ -177,9 +196,13 @@ class Store:
             return "absent"
 
     def entry(self, key: bytes) -> Entry | None:
-        """The metadata record for ``key`` (value may be None when not in memory)."""
+        """The metadata record for ``key`` (value None when not in memory), from disk too."""
         with self._lock:
-            return self._memory.peek(key) or self._records.get(key)
+            found = self._memory.peek(key) or self._records.get(key)
+            if found is not None or self._disk is None:
+                return found
+            meta = self._disk.meta(key)
+        return None if meta is None else _entry_from_meta(key, meta)
 
     def _forget_record(self, key: bytes) -> None:
         """Called when the weak tier loses ``key``: its record goes unless a file holds it."""
@@ -223,9 +246,15 @@ class Store:
                 self._demote_all(evicted)
             self._wait_for_room()
 
-    def note_compute(self) -> None:
+    def note_compute(self, name: str, seconds: float) -> None:
         """Count one function execution (the scheduler calls this)."""
-        self.computes += 1
+        with self._lock:
+            self.computes += 1
+            tally = self.functions.get(name)
+            if tally is None:
+                tally = self.functions[name] = [0, 0, 0.0]
+            tally[0] += 1
+            tally[2] += seconds
 
     def discard(self, key: bytes) -> None:
         """Forget ``key`` in every tier, its files included."""
@@ -341,7 +370,7 @@ class Store:
                 self._records.setdefault(entry.key, entry)
 
     def _write_failed(self, entry: Entry, exc: BaseException) -> None:
-        code = exc.errno if isinstance(exc, OSError) else -1
+        code = exc.errno if isinstance(exc, OSError) and exc.errno is not None else -1
         if code not in self._warned:
             self._warned.add(code)
             reason = os.strerror(code) if code > 0 else f"{type(exc).__name__}: {exc}"
@@ -356,7 +385,6 @@ class Store:
         record = self._records.pop(key, None)
         if record is None:
             return
-        record.hits += 1
         record.value = value
         evicted = self._memory.put(record)
         if evicted:
@@ -407,3 +435,25 @@ class Store:
             if self._spill_dir is not None:
                 shutil.rmtree(self._spill_dir, ignore_errors=True)
                 self._spill_dir = None
+
+
+def _entry_from_meta(key: bytes, meta: dict[str, Any]) -> Entry:
+    """An Entry record (no value) from the metadata a file keeps."""
+    nbytes = meta.get("nbytes")
+    entry = Entry(
+        key,
+        None,
+        ((None, int(nbytes) if isinstance(nbytes, (int, float)) else 0, "cpu"),),
+        name=str(meta.get("name", "?")),
+        seconds=float(meta.get("seconds", 0.0) or 0.0),
+        persistable=bool(meta.get("persistable", True)),
+        spill=True,
+        persist=True,
+    )
+    entry.type = str(meta.get("type", "")) or entry.type
+    summary = meta.get("summary")
+    entry.summary = str(summary) if summary is not None else None
+    created = meta.get("created")
+    if isinstance(created, (int, float)):
+        entry.created = float(created)
+    return entry

@@ -79,10 +79,17 @@ class Writer:
 
 
 def _meta(entry: Entry) -> dict[str, object]:
+    """What a file keeps about its entry, so info() and `lazygraph cache ls` can say it."""
+    from ..inspection import summarize
+
+    if entry.summary is None:
+        entry.summary = summarize(entry.value, entry.nbytes)
     return {
         "name": entry.name,
         "seconds": entry.seconds,
         "nbytes": entry.nbytes,
-        "type": type(entry.value).__name__,
+        "type": entry.type,
+        "summary": entry.summary,
         "created": entry.created,
+        "persistable": entry.persistable,
     }
