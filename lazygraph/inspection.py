@@ -440,7 +440,7 @@ class ReportRow:
 
 
 class Report:
-    """Per-function table of the session's recent pulls (``session.report()``, S8.3).
+    """Per-function table of the session's pulls (``session.report()``, S8.3).
 
     ``str()`` is an aligned table, ``to_pandas()`` a DataFrame indexed by function,
     ``_repr_html_`` the notebook view; iterating yields :class:`ReportRow`.
@@ -550,69 +550,21 @@ class Report:
         )
 
 
-class _Tally:
-    """What the remembered pulls say about one function: runs, and reuses per key."""
-
-    __slots__ = ("calls", "ran", "reused")
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self.ran: list[bytes] = []  # keys of the runs, for their times
-        self.reused: dict[bytes, int] = {}  # every key seen -> hits the pulls recorded
-
-
 def session_report(session: Session) -> Report:
-    """The per-function table over the pulls the session remembers (``session.history``).
+    """The per-function table over the whole session (``session.report()``, S8.3).
 
-    Calls come from the pulls' records. Hits, times and sizes come from the store's
-    entries where it still has them (an entry counts every reuse, also re-pulls served
-    straight from memory that plan nothing), else from the records.
+    Calls, hits and times are the store's running tallies (every execution and every
+    reuse since the session started, also re-pulls served straight from memory); sizes and
+    locations are those of the results the store holds now.
     """
-    tallies: dict[str, _Tally] = {}
-    pulls = list(session.history)
-    for pull in pulls:
-        for n, outcome, _detail in pull.record:
-            if isinstance(n, Input):
-                continue  # a value, not a function: nothing ran
-            tally = tallies.setdefault(n.name, _Tally())
-            key = n._key if n._key is not None else n._prev_key
-            if key is None:
-                continue
-            seen = tally.reused.setdefault(key, 0)
-            if outcome == "ran":
-                tally.calls += 1
-                tally.ran.append(key)
-            else:
-                tally.reused[key] = seen + 1
-    rows = [_report_row(name, tally, session.store) for name, tally in tallies.items()]
-    return Report(rows, pulls=len(pulls))
-
-
-def _report_row(name: str, tally: _Tally, store: Store) -> ReportRow:
-    where: dict[str, int] = {}
-    nbytes = hits = 0
-    for key, recorded_hits in tally.reused.items():
-        entry = store.entry(key)
-        hits += max(entry.hits, recorded_hits) if entry is not None else recorded_hits
-        location = store.location(key)
-        if location != "absent":
-            where[location] = where.get(location, 0) + 1
-            nbytes += _held_bytes(store, key, location, entry)
-    seconds, timed = 0.0, 0
-    for key in tally.ran:
-        entry = store.entry(key)
-        if entry is not None:
-            seconds += entry.seconds
-            timed += 1
-    ordered = tuple((loc, where[loc]) for loc in LOCATIONS if loc in where)
-    return ReportRow(name, tally.calls, hits, seconds, nbytes, ordered, timed)
-
-
-def _held_bytes(store: Store, key: bytes, location: str, entry: Entry | None) -> int:
-    if entry is not None:
-        return entry.nbytes
-    found, value = _peek(store, key, location, entry)
-    return sizeof(value) if found else 0
+    store = session.store
+    held = store.placement()
+    rows = []
+    for name, (calls, hits, seconds) in store.functions.items():
+        nbytes, where = held.get(name, (0, {}))
+        ordered = tuple((loc, where[loc]) for loc in LOCATIONS if loc in where)
+        rows.append(ReportRow(name, int(calls), int(hits), seconds, nbytes, ordered, int(calls)))
+    return Report(rows, pulls=session.pulls)
 
 
 # -- pictures ----------------------------------------------------------------------------

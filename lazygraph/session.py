@@ -134,6 +134,11 @@ class Session:
             self._pulls_started += 1
             return self._pulls_started if self._active == 1 else -1
 
+    @property
+    def pulls(self) -> int:
+        """How many pulls this session planned (re-pulls served from memory not counted)."""
+        return self._pulls_started
+
     def _pull_ended(self, pull: Pull) -> None:
         with _lock:
             self._active -= 1

@@ -62,7 +62,6 @@ class Entry:
         key: bytes,
         value: Any,
         parts: tuple[tuple[Any, int, str], ...],
-        *,
         name: str,
         seconds: float,
         persistable: bool,
@@ -72,7 +71,7 @@ class Entry:
         self.key = key
         self.value = value
         self.parts = parts
-        self.nbytes = sum(part[1] for part in parts)
+        self.nbytes = parts[0][1] if len(parts) == 1 else sum(part[1] for part in parts)
         self.name = name
         self.seconds = seconds
         self.persistable = persistable

@@ -32,6 +32,8 @@ from .base import Entry
 
 __all__ = ["MemoryTier"]
 
+_NOTHING: list[Entry] = []  # returned, never mutated: nothing was evicted
+
 
 class MemoryTier:
     """Entries by key in LRU order; ``put`` returns the entries it pushed out."""
@@ -73,7 +75,13 @@ class MemoryTier:
         if old is not None:
             self._account(old, -1)
         self._entries[entry.key] = entry
-        self._account(entry, +1)
+        parts = entry.parts
+        if len(parts) == 1 and parts[0][0] is None and parts[0][2] == "cpu":
+            self.cpu_bytes += parts[0][1]  # the common small result: private CPU bytes only
+        else:
+            self._account(entry, +1)
+        if self.cpu_bytes <= self.max_bytes and not self.cuda_bytes:
+            return _NOTHING
         return self._shrink()
 
     def pop(self, key: bytes) -> Entry | None:

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["Store", "Stats"]
 
+_ABSENT = (MISSING, "absent")
+
 
 @dataclass(frozen=True)
 class Stats:
@@ -98,6 +100,7 @@ class Store:
         self._writer = Writer(self._written)
         self._writing: dict[bytes, tuple[Entry, bool]] = {}  # queued: (entry, is_spill)
         self._writing_bytes = 0
+        self._room_bytes = max(config.memory_limit // 2, config.spill_threshold)
         self._room = threading.Condition(self._lock)  # signalled as queued writes finish
         self._files: dict[bytes, FileTier] = {}  # what this store wrote, and where
         self._spilled_bytes = 0
@@ -122,6 +125,9 @@ class Store:
             if queued is not None and queued[0].value is not None:
                 self._count_hit(queued[0])
                 return queued[0].value, "memory"
+            if self._disk is None and key not in self._files:
+                self.misses += 1  # the common miss: no file could hold it
+                return _ABSENT
             value, where = self._load(key)
             if value is MISSING:
                 self.misses += 1
@@ -223,20 +229,32 @@ class Store:
         persist: bool = True,
     ) -> None:
         """Cache ``value`` under ``key`` (most recently used), demoting what no longer fits."""
+        self.insert(key, value, name, seconds, persistable, spill, persist, False)
+
+    def insert(
+        self,
+        key: bytes,
+        value: Any,
+        name: str,
+        seconds: float,
+        persistable: bool,
+        spill: bool,
+        persist: bool,
+        computed: bool = True,
+    ) -> None:
+        """``put`` with positional arguments that also counts one execution (``computed``).
+
+        The scheduler's per-node call: positional because matching eight keywords costs more
+        than the rest of building an Entry; counting here saves a second trip through the lock.
+        """
         if self._freeze:
             freeze(value)
-        entry = Entry(
-            key,
-            value,
-            footprint(value),
-            name=name,
-            seconds=seconds,
-            persistable=persistable,
-            spill=spill,
-            persist=persist,
-        )
+        entry = Entry(key, value, footprint(value), name, seconds, persistable, spill, persist)
         with self._lock:
-            self._records.pop(key, None)
+            if computed:
+                self._tally(name, seconds)
+            if self._records:
+                self._records.pop(key, None)
             evicted = self._memory.put(entry)
             if self._memory.cpu_bytes > self.peak_bytes:
                 self.peak_bytes = self._memory.cpu_bytes
@@ -244,17 +262,21 @@ class Store:
                 self._queue_write(entry, self._disk, spill=False)  # write-through: persist
             if evicted:
                 self._demote_all(evicted)
-            self._wait_for_room()
+            if self._writing_bytes > self._room_bytes:
+                self._wait_for_room()
 
     def note_compute(self, name: str, seconds: float) -> None:
-        """Count one function execution (the scheduler calls this)."""
+        """Count one execution of a result that is not cached (``cache=False``)."""
         with self._lock:
-            self.computes += 1
-            tally = self.functions.get(name)
-            if tally is None:
-                tally = self.functions[name] = [0, 0, 0.0]
-            tally[0] += 1
-            tally[2] += seconds
+            self._tally(name, seconds)
+
+    def _tally(self, name: str, seconds: float) -> None:
+        self.computes += 1
+        tally = self.functions.get(name)
+        if tally is None:
+            tally = self.functions[name] = [0, 0, 0.0]
+        tally[0] += 1
+        tally[2] += seconds
 
     def discard(self, key: bytes) -> None:
         """Forget ``key`` in every tier, its files included."""
@@ -312,9 +334,8 @@ class Store:
             self._queue_write(entry, self._tier_for(entry), spill=True)
         kept = self._weak.put(key, entry.value)
         if key in self._writing:
-            entry = Entry(key, entry.value, entry.parts, name=entry.name, seconds=entry.seconds,
-                          persistable=entry.persistable, spill=entry.spill,
-                          persist=entry.persist)  # the queued one keeps the value
+            entry = Entry(key, entry.value, entry.parts, entry.name, entry.seconds,
+                          entry.persistable, entry.spill, entry.persist)  # queued keeps value
         entry.value = None
         if kept or key in self._files or key in self._writing:
             self._records[key] = entry
@@ -347,8 +368,7 @@ class Store:
 
     def _wait_for_room(self) -> None:
         """Back-pressure: a producer faster than the disk waits instead of filling RAM."""
-        limit = max(self.config.memory_limit // 2, self.config.spill_threshold)
-        while self._writing_bytes > limit and not self._closed:
+        while self._writing_bytes > self._room_bytes and not self._closed:
             self._room.wait(0.5)
 
     def _written(self, entry: Entry, tier: FileTier, result: int | BaseException) -> None:
@@ -394,6 +414,21 @@ class Store:
                 record.value = None
 
     # -- reporting -----------------------------------------------------------------------
+
+    def placement(self) -> dict[str, tuple[int, dict[str, int]]]:
+        """Per function name: bytes of the results held now, and how many live where."""
+        with self._lock:
+            records = [(e, "memory") for e in self._memory._entries.values()]
+            records += [(e, "") for e in self._records.values()]
+        held: dict[str, tuple[int, dict[str, int]]] = {}
+        for entry, where in records:
+            where = where or self.location(entry.key)
+            if where == "absent":
+                continue
+            nbytes, places = held.get(entry.name, (0, {}))
+            places[where] = places.get(where, 0) + 1
+            held[entry.name] = (nbytes + entry.nbytes, places)
+        return held
 
     def stats(self) -> Stats:
         """A snapshot of the counters and byte totals."""
@@ -444,11 +479,11 @@ def _entry_from_meta(key: bytes, meta: dict[str, Any]) -> Entry:
         key,
         None,
         ((None, int(nbytes) if isinstance(nbytes, (int, float)) else 0, "cpu"),),
-        name=str(meta.get("name", "?")),
-        seconds=float(meta.get("seconds", 0.0) or 0.0),
-        persistable=bool(meta.get("persistable", True)),
-        spill=True,
-        persist=True,
+        str(meta.get("name", "?")),
+        float(meta.get("seconds", 0.0) or 0.0),
+        bool(meta.get("persistable", True)),
+        True,
+        True,
     )
     entry.type = str(meta.get("type", "")) or entry.type
     summary = meta.get("summary")
