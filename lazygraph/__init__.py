@@ -28,7 +28,17 @@ __all__ = [
     "NodeError",
     "CycleError",
     "CacheSecurityError",
+    "DaskExecutor",
     "__version__",
 ]
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # DaskExecutor is looked up lazily so that `import lazygraph` never imports dask.
+    if name == "DaskExecutor":
+        from .executors.dask import DaskExecutor
+
+        return DaskExecutor
+    raise AttributeError(f"module 'lazygraph' has no attribute {name!r}")

@@ -20,7 +20,8 @@ from typing import Any, Protocol, TypeVar
 class GraphNode(Protocol):
     """Anything with a ``name`` and a tuple of ``deps``."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     @property
     def deps(self) -> Sequence[Any]: ...

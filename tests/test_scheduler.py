@@ -343,3 +343,16 @@ def test_interleaved_sessions_have_separate_stores(calls):
             b = value().compute()
         assert value().compute() is a
     assert a is not b and calls["value"] == 2
+
+
+def test_node_in_a_container_and_at_top_level_is_replaced_in_both(session):
+    @node
+    def val():
+        return 7
+
+    @node
+    def both(a, items):
+        return a, items
+
+    v = val()
+    assert both(v, [v, 2]).compute() == (7, [7, 2])
