@@ -290,7 +290,7 @@ def node_info(node: Node, session: Session | None = None) -> NodeInfo:
 
 def _session_of(node: Node) -> Session:
     pull = node._last_pull
-    if pull is not None and not pull.session.closed:
+    if pull is not None and not isinstance(pull, str) and not pull.session.closed:
         return cast("Session", pull.session)
     from .session import current_session
 
@@ -503,7 +503,7 @@ class Report:
 
     def __str__(self) -> str:
         if not self.rows:
-            return "lazygraph report: nothing pulled in this session yet"
+            return "lazygraph report: no function ran in this session"
         table = [self._HEADER, *self._cells()]
         widths = [max(len(line[i]) for line in table) for i in range(len(self._HEADER))]
         lines = []

@@ -34,17 +34,79 @@ _CONTAINERS = (list, tuple, dict, set, frozenset)
 # racing another set() on an overlapping graph. Building plain nodes never takes it.
 _graph_lock = threading.RLock()
 _revision = 0
+# Pulls read node keys and write salsa bookkeeping while they run; Input.set() rewrites
+# both. So set() waits until no pull of another thread is running, and new pulls wait
+# while a set() is pending (it would starve otherwise). A pull's own thread may set().
+_quiet = threading.Condition(_graph_lock)
+_pulls: dict[int, int] = {}  # thread id -> running pulls
+_setters_waiting = 0
 
 
 def current_revision() -> int:
-    """The number of Input changes so far in this process (salsa's *revision*)."""
+    """The number of Input (and code) changes so far in this process (salsa's *revision*)."""
     return _revision
+
+
+def new_revision() -> int:
+    """Start a new revision (an Input or a function's code changed) and return its number."""
+    global _revision
+    with _graph_lock:
+        _revision += 1
+        return _revision
+
+
+def begin_pull() -> None:
+    """Register a running pull of this thread (``Input.set`` waits for it)."""
+    me = threading.get_ident()
+    with _quiet:
+        while _setters_waiting and me not in _pulls:
+            _quiet.wait()
+        _pulls[me] = _pulls.get(me, 0) + 1
+
+
+def end_pull() -> None:
+    """Unregister a pull started by ``begin_pull`` in this thread."""
+    me = threading.get_ident()
+    with _quiet:
+        left = _pulls.get(me, 0) - 1
+        if left > 0:
+            _pulls[me] = left
+        else:
+            _pulls.pop(me, None)
+        _quiet.notify_all()
+
+
+def _wait_for_pulls() -> None:
+    """Wait (holding ``_graph_lock`` again on return) until only this thread pulls."""
+    global _setters_waiting
+    me = threading.get_ident()
+    if not _pulls or list(_pulls) == [me]:
+        return
+    _setters_waiting += 1
+    try:
+        while any(thread != me for thread in _pulls):
+            _quiet.wait()
+    finally:
+        _setters_waiting -= 1
+        _quiet.notify_all()
 
 
 class NodeOptions:
     """The options given to ``@node``, shared by every Node the factory builds."""
 
-    __slots__ = ("name", "version", "cache", "spill", "persist", "cutoff", "local")
+    __slots__ = (
+        "name",
+        "version",
+        "cache",
+        "spill",
+        "persist",
+        "cutoff",
+        "local",
+        "_fingerprint",
+        "_code_changed_at",
+        "_replaced",
+    )
+    _PUBLIC = ("name", "version", "cache", "spill", "persist", "cutoff", "local")
 
     def __init__(
         self,
@@ -64,9 +126,15 @@ class NodeOptions:
         self.persist = persist
         self.cutoff = cutoff
         self.local = local
+        # Code tracking (the scheduler's ``resolve_keys``): the fingerprint last used for
+        # keys, the revision at which it last changed (a helper edited and its cell re-run)
+        # and whether this factory replaced one of the same name with other code.
+        self._fingerprint: bytes | None = None
+        self._code_changed_at = -1
+        self._replaced = False
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.__slots__)
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._PUBLIC)
         return f"NodeOptions({fields})"
 
 
@@ -98,6 +166,7 @@ class Node:
         "_last_pull",
         "_verified_at",
         "_changed_at",
+        "_result_hash",
         "__weakref__",
     )
 
@@ -115,11 +184,13 @@ class Node:
         self._key: bytes | None = None
         self._prev_key: bytes | None = None
         self._persistable = True
-        self._dependents: weakref.WeakSet[Node] | None = None
+        # Weak edges to the dependents, only on nodes with an Input upstream (see _Edge).
+        self._dependents: dict[int, _Edge] | None = None
         self._cause: Node | None = None
         self._last_pull: Any = None
         self._verified_at = -1  # revision at which the key and result were last checked
         self._changed_at = -1  # revision at which the result last changed
+        self._result_hash: bytes | None = None  # of the last verified result, when known
         self._set_deps(args, kwargs)
 
     def _set_deps(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -151,10 +222,12 @@ class Node:
         """
         with _graph_lock:
             if self._dependents is None:
-                self._dependents = weakref.WeakSet()
+                self._dependents = {}
             for dep in self.deps:
-                if dep._dependents is not None:
-                    dep._dependents.add(self)
+                edges = dep._dependents
+                if edges is not None:
+                    edge = _Edge(self, dep)
+                    edges[id(edge)] = edge
 
     @property
     def name(self) -> str:
@@ -191,7 +264,7 @@ class Node:
 
     def explain(self) -> Any:
         """Why the last pull recomputed or reused each node of this node's graph."""
-        from .inspection import explain
+        from .explain import explain
 
         return explain(self)
 
@@ -239,7 +312,7 @@ class Input(Node):
     def __init__(self, value: Any, *, name: str = "input") -> None:
         super().__init__(_input_value, (value,), {}, NodeOptions(name, cache=False))
         if self._dependents is None:
-            self._dependents = weakref.WeakSet()
+            self._dependents = {}
 
     @property
     def value(self) -> Any:
@@ -249,11 +322,12 @@ class Input(Node):
     def set(self, value: Any) -> None:
         """Replace the value; nothing runs until something is pulled again.
 
-        Setting an equal value (same content hash) changes nothing downstream.
+        Setting an equal value (same content hash) changes nothing downstream. Waits for
+        pulls running in other threads to finish, so each pull sees one value.
         Raises ``CycleError`` if ``value`` is a Node that depends on this Input.
         """
-        global _revision
         with _graph_lock:
+            _wait_for_pulls()
             if isinstance(value, Node):
                 _check_no_cycle(self, value)
             old_key = self._key
@@ -267,11 +341,34 @@ class Input(Node):
                 if self._key == old_key:
                     return
                 self._key = old_key
-            _revision += 1
+            new_revision()
             _mark_stale(self)
 
     def __repr__(self) -> str:
         return f"<Input {self.name} value={_short_repr(self.args[0])}>"
+
+
+class _Edge(weakref.ref):  # a weakref.ref[Node]
+    """A reverse edge: a weak reference to a dependent that removes itself when it dies.
+
+    A WeakSet per node costs several objects and microseconds to build; this is one object
+    per edge, and the owner's dict still counts only live dependents.
+    """
+
+    __slots__ = ("owner",)
+
+    def __new__(cls, dependent: Node, owner: Node) -> _Edge:
+        return super().__new__(cls, dependent, _drop_edge)
+
+    def __init__(self, dependent: Node, owner: Node) -> None:
+        super().__init__(dependent, _drop_edge)  # type: ignore[call-arg]  # typeshed: no __init__
+        self.owner = weakref.ref(owner)
+
+
+def _drop_edge(edge: weakref.ReferenceType[Any]) -> None:
+    owner = edge.owner()  # type: ignore[attr-defined]
+    if owner is not None and owner._dependents is not None:
+        owner._dependents.pop(id(edge), None)
 
 
 def _input_value(value: Any) -> Any:
@@ -295,7 +392,10 @@ def _mark_stale(start: Input) -> None:
         node._key = None
         node._cause = start
         if node._dependents:
-            stack.extend(list(node._dependents))
+            for edge in list(node._dependents.values()):  # a copy: the GC may drop edges
+                dependent = edge()
+                if dependent is not None:
+                    stack.append(dependent)
 
 
 def _check_no_cycle(inp: Input, value: Node) -> None:
@@ -309,8 +409,12 @@ def _check_no_cycle(inp: Input, value: Node) -> None:
 
 
 def _collect(container: Any, found: dict[Node, None]) -> bool:
-    """Add Nodes found anywhere inside ``container`` to ``found``; True if there were any."""
-    before = len(found)
+    """Add Nodes found anywhere inside ``container`` to ``found``; True if there were any.
+
+    True even when those Nodes were already found elsewhere: the container still has to be
+    rebuilt with values in place of its Nodes.
+    """
+    seen = False
     stack = [container]
     while stack:
         item = stack.pop()
@@ -318,9 +422,10 @@ def _collect(container: Any, found: dict[Node, None]) -> bool:
         for value in values:
             if isinstance(value, Node):
                 found[value] = None
+                seen = True
             elif isinstance(value, _CONTAINERS):
                 stack.append(value)
-    return len(found) > before
+    return seen
 
 
 def _short_repr(value: Any, limit: int = 40) -> str:

@@ -4,8 +4,11 @@ Covers: key resolution over the stale part of a graph, the plan (missing nodes i
 dependency order, pinned hits, consumer counts so values are released after their last
 consumer), running one node (arguments by reference, CUDA out-of-memory retry, NodeError),
 early cutoff (salsa's *backdating*: a recomputed node whose result hash did not change
-lets its dependents keep their results) and run-once across threads. Does not cover: which
-thread or process runs a node (``executors``) or where results are kept (``store``).
+lets its dependents keep their results), salsa's verified-at / changed-at bookkeeping (also
+for stale nodes a pull skips: above a hit, or equal calls built twice), code changes seen
+as new revisions, and run-once across threads. Does not cover: which thread or process
+runs a node (``executors``) or where results are kept (``store``). docs/incremental.md
+explains the algorithm.
 
 >>> import lazygraph
 >>> @lazygraph.node
@@ -24,12 +27,20 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import cuda
-
 from .errors import NodeError
 from .graph import path_to, toposort
 from .hashing import content_hash
 from .keys import function_fingerprint, node_key
-from .node import Node, NodeOptions, _input_value, current_revision
+from .node import (
+    Node,
+    NodeOptions,
+    _graph_lock,
+    _input_value,
+    begin_pull,
+    current_revision,
+    end_pull,
+    new_revision,
+)
 from .progress import Progress
 from .store.base import MISSING
 
@@ -40,15 +51,25 @@ __all__ = ["resolve_keys", "Pull"]
 
 _perf = time.perf_counter
 log = logging.getLogger(__name__)
+# The code fingerprint last seen per function identity (module, qualname, node name), so a
+# re-run notebook cell that redefines a node function can be told apart from a new one.
+_code_seen: dict[tuple[str, str, str], bytes] = {}
 
 
-def resolve_keys(roots: Iterable[Node], fingerprints: dict[NodeOptions, bytes] | None = None) -> None:
+def resolve_keys(
+    roots: Iterable[Node], fingerprints: dict[NodeOptions, bytes] | None = None
+) -> None:
     """Compute the key of every node above ``roots`` that has none, dependencies first.
 
     Only stale or never-keyed nodes are visited: a node with a key has keyed ancestors.
-    Raises ``CycleError`` if the stale part of the graph has a cycle.
+    Raises ``CycleError`` if the stale part of the graph has a cycle. Holds the graph lock,
+    so an ``Input.set()`` in another thread cannot leave a key built from a mix of values.
     """
-    fps: dict[NodeOptions, bytes] = {} if fingerprints is None else fingerprints
+    with _graph_lock:
+        _resolve(roots, {} if fingerprints is None else fingerprints)
+
+
+def _resolve(roots: Iterable[Node], fps: dict[NodeOptions, bytes]) -> None:
     stack = [n for n in roots if n._key is None]
     expanded: set[int] = set()
     while stack:
@@ -69,6 +90,8 @@ def resolve_keys(roots: Iterable[Node], fingerprints: dict[NodeOptions, bytes] |
         fp = fps.get(options)
         if fp is None:
             fp = fps[options] = function_fingerprint(n.func, options.version)
+            if options._fingerprint != fp:
+                _code_changed(n, fp)
         key, persistable = node_key(fp, n.args, n.kwargs)
         if persistable:
             for dep in n.deps:
@@ -77,6 +100,26 @@ def resolve_keys(roots: Iterable[Node], fingerprints: dict[NodeOptions, bytes] |
                     break
         n._persistable = persistable
         n._key = key
+
+
+def _code_changed(n: Node, fp: bytes) -> None:
+    """Note a fingerprint that differs from the one ``n``'s factory used before.
+
+    A factory keying for the first time is compared with the last factory of the same name
+    (a re-run cell: explain() says "code changed"). A factory whose own fingerprint changed
+    (a helper it calls was redefined) starts a new revision, so stale nodes built from it
+    are not backdated to results of the old code.
+    """
+    options = n.options
+    module = getattr(n.func, "__module__", None) or ""
+    ident = (module, getattr(n.func, "__qualname__", ""), options.name)
+    if options._fingerprint is None:
+        seen = _code_seen.get(ident)
+        options._replaced = seen is not None and seen != fp
+    else:
+        options._code_changed_at = new_revision()
+    options._fingerprint = fp
+    _code_seen[ident] = fp
 
 
 class Pull:
@@ -95,51 +138,126 @@ class Pull:
         self.order: list[Node] = []
         self.consumers: dict[bytes, int] = {}
         self.record: list[tuple[Node, str, str]] = []
-        self.revision = current_revision()
+        self._state: dict[bytes, Node] = {}  # key -> the node planning visited for it
+        self._twins: dict[int, list[Node]] = {}  # id(visited node) -> its unvisited twins
+        self._running = True
+        begin_pull()  # until results() or release_all_claims(): Input.set() waits
         self._started_alone = session._pull_started(self)
-        resolve_keys(roots)
-        self.keep = {r._key for r in roots}
-        self._plan()
+        try:
+            resolve_keys(roots)
+            self.revision = current_revision()  # after resolve_keys: a code change bumps it
+            self.keep = {r._key for r in roots}
+            self._plan()
+        except BaseException:  # e.g. a CycleError: this pull never ran
+            self._end()
+            session._pull_ended(self, ran=False)
+            raise
         self.progress = Progress(len(self.order)) if session.config.progress else None
+
+    def _end(self) -> None:
+        if self._running:
+            self._running = False
+            if self._twins:  # their visited twin never finished (an error): be conservative
+                rest = [t for twins in self._twins.values() for t in twins]
+                self._twins.clear()
+                self._verify_unvisited(rest)
+            self._state = {}
+            end_pull()
 
     # -- planning ------------------------------------------------------------------------
 
     def _plan(self) -> None:
         lookup = self.store.lookup
         values, order, consumers, record = self.values, self.order, self.consumers, self.record
-        state: set[bytes] = set()
+        state = self._state
+        unvisited: list[Node] = []  # may hold stale bookkeeping: see _verify_unvisited
+        hits: set[int] = set()
         for root in self.roots:
             stack: list[tuple[Node, bool]] = [(root, False)]
             while stack:
                 n, expanded = stack.pop()
-                k = n._key
+                k: bytes = n._key  # type: ignore[assignment]
                 if expanded:
                     order.append(n)
                     continue
-                if k in state:
+                seen = state.get(k)
+                if seen is not None:
+                    if seen is not n and n._prev_key is not None:
+                        self._twins.setdefault(id(seen), []).append(n)
                     continue
-                state.add(k)  # type: ignore[arg-type]
-                value, where = lookup(k)  # type: ignore[arg-type]
+                state[k] = n
+                value, where = lookup(k)
                 if value is not MISSING:
-                    values[k] = value  # type: ignore[index]
+                    values[k] = value
                     record.append((n, "hit", where))
                     if n._dependents is not None:
-                        self._verified(n, changed=n._prev_key not in (None, k))
+                        last = n._prev_key
+                        if last is not None or n._changed_at < 0:
+                            # stale or first verified: its dependencies may be stale too (a
+                            # clean node's are not: marking them would have marked it)
+                            unvisited.extend(n.deps)
+                        self._verified(n, changed=last not in (None, k))
+                        hits.add(id(n))
                     continue
                 stack.append((n, True))
                 for d in reversed(n.deps):  # reversed: the first argument runs first
-                    dk = d._key
-                    consumers[dk] = consumers.get(dk, 0) + 1  # type: ignore[index]
-                    if dk not in state:
+                    dk: bytes = d._key  # type: ignore[assignment]
+                    consumers[dk] = consumers.get(dk, 0) + 1
+                    seen = state.get(dk)
+                    if seen is None:
                         stack.append((d, False))
+                    elif seen is not d and d._prev_key is not None:
+                        self._twins.setdefault(id(seen), []).append(d)
+        for visited in [h for h in self._twins if h in hits]:  # already verified: no waiting
+            unvisited.extend(self._twins.pop(visited))
+        if unvisited:
+            self._verify_unvisited(unvisited)
+
+    def _verify_unvisited(self, candidates: list[Node]) -> None:
+        """Verify the stale nodes whose keys were re-resolved but that this pull skips.
+
+        They sit above a hit, or are equal calls built twice (twins) of a node the pull
+        visits. A dependent verified now has them as its baseline; left with bookkeeping
+        from an older revision, a later backdate of that dependent would compare against
+        the wrong one (an Input set away and back with the result in between evicted).
+        Their result is the one under their current key, so they changed unless that key
+        is the last verified one.
+        """
+        state = self._state
+        stack = candidates
+        while stack:
+            n = stack.pop()
+            if n._prev_key is None or n._key is None or state.get(n._key) is n:
+                continue  # clean, not resolved, or visited (the pull verifies it)
+            self._verified(n, changed=n._prev_key != n._key)
+            stack.extend(n.deps)
 
     def _verified(self, n: Node, *, changed: bool) -> None:
         """Salsa's bookkeeping for a node that may go stale: verified now, changed when."""
+        previous = n._prev_key
         n._verified_at = self.revision
-        if changed or n._prev_key is None and n._changed_at < 0:
+        if changed or previous is None and n._changed_at < 0:
             n._changed_at = self.revision
+            n._result_hash = None
         n._prev_key = None
         n._cause = None
+        if self._twins:
+            twins = self._twins.pop(id(n), None)
+            if twins:
+                self._verify_twins(twins, previous, changed=changed)
+
+    def _verify_twins(self, twins: list[Node], previous: bytes | None, *, changed: bool) -> None:
+        """Verify the unvisited twins of a node just verified: same key, so same result.
+
+        A twin whose last verified key was the visited node's shares its history, so it
+        changed exactly when that node did; any other changed unless its key came back.
+        """
+        for t in twins:
+            last = t._prev_key
+            if last is None:
+                continue
+            self._verified(t, changed=last != t._key and (changed or last != previous))
+            self._verify_unvisited(list(t.deps))
 
     # -- running -------------------------------------------------------------------------
 
@@ -214,6 +332,7 @@ class Pull:
             session._inflight.pop(k, None)
         with session._cond:
             session._cond.notify_all()
+        self._end()
 
     def arguments(self, n: Node) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``n``'s arguments with every dependency Node replaced by its value (by reference)."""
@@ -222,10 +341,13 @@ class Pull:
         values = self.values
         if n._nested:
             return _substitute(n.args, values), _substitute(n.kwargs, values)
-        args = tuple([values[a._key] if isinstance(a, Node) else a for a in n.args])
+        args = tuple([values[a._key] if isinstance(a, Node) else a for a in n.args])  # type: ignore[index]
         if not n.kwargs:
             return args, n.kwargs
-        kwargs = {k: values[v._key] if isinstance(v, Node) else v for k, v in n.kwargs.items()}
+        kwargs = {
+            k: values[v._key] if isinstance(v, Node) else v  # type: ignore[index]
+            for k, v in n.kwargs.items()
+        }
         return args, kwargs
 
     def call(self, n: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -250,25 +372,25 @@ class Pull:
         """Take ``n``'s value: cache it, decide early cutoff, release finished inputs."""
         k: bytes = n._key  # type: ignore[assignment]
         self.values[k] = value
-        store = self.store
-        store.computes += 1
         options = n.options
         if options.cache:
-            store.put(
-                k,
-                value,
-                name=options.name,
-                seconds=seconds,
-                persistable=n._persistable,
-                spill=options.spill,
-                persist=options.persist,
+            self.store.insert(
+                k, value, options.name, seconds, n._persistable, options.spill, options.persist
             )
             self.release_claim(n)
+        elif n.func is not _input_value:  # an Input's value is not a computation
+            self.store.note_compute(options.name, seconds)
         if n._dependents is not None:
-            self.record.append((n, "ran", self._why(n)))
-            self._verified(n, changed=not self._same_as_before(n, value))
+            same, digest = self._same_as_before(n, value)
+            self.record.append((n, "ran", self._why(n, not same)))
+            self._verified(n, changed=not same)
+            if digest is not None:
+                n._result_hash = digest
         else:
-            self.record.append((n, "ran", ""))
+            # _verified_at is otherwise unused on a node that never goes stale: here it
+            # tells a first computation from a recomputation after eviction.
+            self.record.append((n, "ran", "new" if n._verified_at < 0 else "not cached"))
+            n._verified_at = self.revision
         self._release(n)
         if self.progress is not None:
             self.progress.tick()
@@ -287,12 +409,17 @@ class Pull:
     # -- early cutoff --------------------------------------------------------------------
 
     def _backdate(self, n: Node) -> bool:
-        """Reuse the result under ``n``'s last verified key if no dependency changed since."""
-        if not n.options.cutoff:
-            return False
+        """Reuse the result under ``n``'s last verified key if no dependency changed since.
+
+        No result is hashed here, so this holds for ``cutoff=False`` nodes too (``cutoff``
+        is about hashing a node's own result, see ``_same_as_before``).
+        """
         verified_at = n._verified_at
-        if any(d._changed_at > verified_at for d in n.deps):
-            return False
+        if verified_at < 0 or n.options._code_changed_at > verified_at:
+            return False  # never verified (no baseline to compare with), or code changed
+        for d in n.deps:
+            if _changed_since(d, verified_at):
+                return False
         old = self.store.get(n._prev_key)  # type: ignore[arg-type]
         if old is MISSING:
             return False
@@ -314,27 +441,55 @@ class Pull:
         self._release(n)
         return True
 
-    def _same_as_before(self, n: Node, value: Any) -> bool:
-        """True when ``value`` has the content of the result under ``n``'s previous key."""
-        previous = n._prev_key
-        if previous is None:
-            return n._changed_at >= 0
-        if n.func is _input_value:
-            return previous == n._key
-        if not n.options.cutoff or not n._dependents:
-            return False  # nothing to save: hashing the result would be wasted work
-        old = self.store.get(previous)
-        if old is MISSING:
-            return False
-        return content_hash(old)[0] == content_hash(value)[0]
+    def _same_as_before(self, n: Node, value: Any) -> tuple[bool, bytes | None]:
+        """Whether ``value`` has the content of ``n``'s last verified result; its hash.
 
-    def _why(self, n: Node) -> str:
+        The hash of the new result is kept on the node, so the next recomputation hashes
+        only its own result (not the old one again, possibly read back from disk).
+        """
+        previous = n._prev_key
+        if previous is None:  # computed again after an eviction (or the first time)
+            return n._changed_at >= 0, None
+        if n.func is _input_value:
+            if previous == n._key:
+                return True, None
+            # An Input holding a node passes that node's result on: unchanged if it was not
+            # set since (its _cause would be itself) and the node's result did not change.
+            verified_at = n._verified_at
+            same = (
+                n._cause is not n
+                and bool(n.deps)
+                and not any(_changed_since(d, verified_at) for d in n.deps)
+            )
+            return same, None
+        if not n.options.cutoff or not _has_dependents(n):
+            return False, None  # nothing to save: hashing the result would be wasted work
+        digest: bytes = content_hash(value)[0]
+        old = n._result_hash
+        if old is None:
+            old_value = self.store.get(previous)
+            if old_value is MISSING:
+                return False, digest
+            old = content_hash(old_value)[0]
+        return old == digest, digest
+
+    def _why(self, n: Node, changed: bool) -> str:
+        """Why a node that may go stale ran, and whether its result changed (for explain)."""
         if n._prev_key is None:
-            return "new" if n._changed_at < 0 else "not cached"
-        changed = [d.name for d in n.deps if d._changed_at > n._verified_at]
-        if changed:
-            return "changed: " + ", ".join(changed)
-        return "input changed: " + (n._cause.name if n._cause is not None else "?")
+            new = n._changed_at < 0
+            if n.func is _input_value:
+                return "new" if new else "unchanged"
+            return "new" if new else "not cached"
+        if n.func is _input_value:
+            return "changed" if changed else "unchanged"
+        verified_at = n._verified_at
+        if n.options._code_changed_at > verified_at:
+            why = "code changed"
+        else:
+            names = [d.name for d in n.deps if _changed_since(d, verified_at)]
+            # nothing it reads changed, yet it ran: its earlier result was evicted
+            why = "changed: " + ", ".join(dict.fromkeys(names)) if names else "not cached"
+        return why if changed else why + "; result unchanged"
 
     # -- errors --------------------------------------------------------------------------
 
@@ -346,10 +501,31 @@ class Pull:
 
     def results(self) -> tuple[Any, ...]:
         """The values of the roots, in pull order; the pull lets go of every value."""
-        results = tuple(self.values[r._key] for r in self.roots)  # type: ignore[index]
+        try:
+            results = tuple(self.values[r._key] for r in self.roots)  # type: ignore[index]
+        finally:
+            self._end()
         self.values.clear()
         self.consumers.clear()
         return results
+
+
+def _has_dependents(n: Node) -> bool:
+    """True when some node built on ``n`` is still alive (dead edges remove themselves)."""
+    return bool(n._dependents)
+
+
+def _changed_since(d: Node, revision: int) -> bool:
+    """True when dependency ``d``'s result may differ from the one it had at ``revision``.
+
+    ``d`` was verified by this pull unless another node with the same key stood in for it
+    (equal calls built twice, e.g. a re-run cell): then ``d`` itself still has its last
+    verified key in ``_prev_key``, and a different current key counts as a change.
+    """
+    if d._changed_at > revision:
+        return True
+    previous = d._prev_key
+    return previous is not None and previous != d._key
 
 
 def _substitute(obj: Any, values: dict[bytes, Any]) -> Any:

@@ -96,7 +96,7 @@ class Session:
     def _memory_hit(self, n: Any) -> Any:
         """The fast path of a re-pull: a clean node whose value is in the memory tier.
 
-        It plans nothing, so the node's last-pull record becomes None ("served from memory").
+        It plans nothing, so the node's last-pull record becomes "memory" (for explain()).
         """
         if not isinstance(n, Node) or n._prev_key is not None or self.closed:
             return MISSING
@@ -110,7 +110,7 @@ class Session:
             assert key is not None
         value = self.store.memory_hit(key)
         if value is not MISSING:
-            n._last_pull = None
+            n._last_pull = "memory"
         return value
 
     def _executor(self, choice: Any) -> Any:
@@ -139,9 +139,11 @@ class Session:
         """How many pulls this session planned (re-pulls served from memory not counted)."""
         return self._pulls_started
 
-    def _pull_ended(self, pull: Pull) -> None:
+    def _pull_ended(self, pull: Pull, *, ran: bool = True) -> None:
         with _lock:
             self._active -= 1
+            if not ran:
+                return
             self.history.append(pull)
             del self.history[:-8]
         for root in pull.roots:

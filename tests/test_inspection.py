@@ -415,7 +415,7 @@ def test_report_html_is_well_formed(session):
 
 
 def test_empty_report(session):
-    assert str(session.report()) == "lazygraph report: nothing pulled in this session yet"
+    assert str(session.report()) == "lazygraph report: no function ran in this session"
     assert len(session.report()) == 0
     assert session.report().to_pandas().empty
 

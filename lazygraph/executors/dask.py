@@ -199,7 +199,7 @@ class _DaskRun:
 
     @staticmethod
     def _may_backdate(n: Node) -> bool:
-        return n._prev_key is not None and n.options.cutoff
+        return n._prev_key is not None
 
     def _remote(self, n: Node) -> bool:
         return not self._local(n)
