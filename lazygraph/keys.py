@@ -188,6 +188,10 @@ class _Cache:
         self._entries: dict[tuple[int, str | None], _Entry] = {}
         self._local = threading.local()  # functions being fingerprinted by this thread
 
+    def entry(self, func: Any, version: str | None) -> _Entry | None:
+        """The cache entry of ``func`` once ``get`` has filled it (or None)."""
+        return self._entries.get((id(func), version))
+
     def get(self, func: Any, version: str | None) -> bytes:
         key = (id(func), version)
         entry = self._entries.get(key)
@@ -226,7 +230,10 @@ _CACHE = _Cache()
 
 
 def _still_valid(checks: tuple) -> bool:
-    return all(get() is expected for get, expected in checks)
+    for get, expected in checks:  # noqa: SIM110 - a loop is cheaper than all(genexpr) here
+        if get() is not expected:
+            return False
+    return True
 
 
 def _cell_value(cell: Any) -> Any:

@@ -95,6 +95,7 @@ class NodeOptions:
     """The options given to ``@node``, shared by every Node the factory builds."""
 
     __slots__ = (
+        "_fp_entry",
         "name",
         "version",
         "cache",
@@ -130,6 +131,7 @@ class NodeOptions:
         # keys, the revision at which it last changed (a helper edited and its cell re-run)
         # and whether this factory replaced one of the same name with other code.
         self._fingerprint: bytes | None = None
+        self._fp_entry: Any = None  # the keys cache entry last used (checked before reuse)
         self._code_changed_at = -1
         self._replaced = False
 
@@ -252,9 +254,7 @@ class Node:
 
     def compute(self, *, executor: Any = None) -> Any:
         """Pull this node in the current Session and return its value (the very object)."""
-        from .session import current_session
-
-        return current_session().compute(self, executor=executor)[0]
+        return _current_session().compute(self, executor=executor)[0]
 
     def info(self) -> Any:
         """Where this node's result lives, its size, type and timings (see ``inspection``)."""
@@ -369,6 +369,13 @@ def _drop_edge(edge: weakref.ReferenceType[Any]) -> None:
     owner = edge.owner()  # type: ignore[attr-defined]
     if owner is not None and owner._dependents is not None:
         owner._dependents.pop(id(edge), None)
+
+
+def _current_session() -> Any:
+    """Replaced by ``session.current_session`` when that module loads (no per-call import)."""
+    from .session import current_session
+
+    return current_session()
 
 
 def _input_value(value: Any) -> Any:

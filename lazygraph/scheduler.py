@@ -30,7 +30,7 @@ from . import cuda
 from .errors import NodeError
 from .graph import path_to, toposort
 from .hashing import content_hash
-from .keys import function_fingerprint, node_key
+from .keys import _CACHE, _still_valid, function_fingerprint, node_key
 from .node import (
     Node,
     NodeOptions,
@@ -47,7 +47,7 @@ from .store.base import MISSING
 if TYPE_CHECKING:
     from .session import Session
 
-__all__ = ["resolve_keys", "Pull"]
+__all__ = ["resolve_keys", "key_one", "Pull"]
 
 _perf = time.perf_counter
 log = logging.getLogger(__name__)
@@ -71,35 +71,60 @@ def resolve_keys(
 
 def _resolve(roots: Iterable[Node], fps: dict[NodeOptions, bytes]) -> None:
     stack = [n for n in roots if n._key is None]
-    expanded: set[int] = set()
+    expanded: set[Node] = set()  # Nodes hash by identity
     while stack:
         n = stack[-1]
         if n._key is not None:
             stack.pop()
             continue
-        if id(n) not in expanded:
-            expanded.add(id(n))
-            pending = [d for d in n.deps if d._key is None]
+        if n not in expanded:
+            pending = []  # a loop, not a comprehension: cheaper for a few items on 3.11
+            for d in n.deps:
+                if d._key is None:
+                    pending.append(d)
             if pending:
-                if any(id(d) in expanded for d in pending):
-                    toposort(stack)  # raises CycleError naming the cycle
+                expanded.add(n)
+                for d in pending:
+                    if d in expanded:
+                        toposort(stack)  # raises CycleError naming the cycle
                 stack.extend(pending)
                 continue
         stack.pop()
-        options = n.options
-        fp = fps.get(options)
+        fp = fps.get(n.options)
         if fp is None:
-            fp = fps[options] = function_fingerprint(n.func, options.version)
-            if options._fingerprint != fp:
-                _code_changed(n, fp)
-        key, persistable = node_key(fp, n.args, n.kwargs)
-        if persistable:
-            for dep in n.deps:
-                if not dep._persistable:
-                    persistable = False
-                    break
-        n._persistable = persistable
-        n._key = key
+            fp = fps[n.options] = _fingerprint(n)
+        _set_key(n, fp)
+
+
+def key_one(n: Node) -> None:
+    """Key ``n``, whose dependencies all have keys (the new-Node hit path)."""
+    with _graph_lock:
+        if n._key is None:
+            _set_key(n, _fingerprint(n))
+
+
+def _fingerprint(n: Node) -> bytes:
+    """``n``'s code fingerprint, from the factory's cache entry while it is still valid."""
+    options = n.options
+    entry = options._fp_entry
+    if entry is not None and entry.ref() is n.func and _still_valid(entry.checks):
+        return entry.fingerprint
+    fp = function_fingerprint(n.func, options.version)
+    options._fp_entry = _CACHE.entry(n.func, options.version)
+    if options._fingerprint != fp:
+        _code_changed(n, fp)
+    return fp
+
+
+def _set_key(n: Node, fp: bytes) -> None:
+    key, persistable = node_key(fp, n.args, n.kwargs)
+    if persistable:
+        for dep in n.deps:
+            if not dep._persistable:
+                persistable = False
+                break
+    n._persistable = persistable
+    n._key = key
 
 
 def _code_changed(n: Node, fp: bytes) -> None:
@@ -261,6 +286,39 @@ class Pull:
 
     # -- running -------------------------------------------------------------------------
 
+    def run_all(self) -> None:
+        """Run the whole plan in this thread, dependencies first (the sync executor).
+
+        The common node (cached, never stale, plain positional arguments, claimed at once
+        while no other pull started) skips ``run_node``'s layers of calls, which cost more
+        than the rest of its per-node work; every other node goes through ``run_node``.
+        """
+        values, session, alone = self.values, self.session, self._started_alone
+        inflight = session._inflight
+        for n in self.order:
+            if (
+                n._dependents is not None
+                or n._nested
+                or n.kwargs
+                or not n.options.cache
+                or session._pulls_started != alone
+                or inflight.setdefault(n._key, self) is not self  # type: ignore[arg-type]
+            ):
+                self.run_node(n)
+                continue
+            args = n.args
+            if n.deps:
+                args = tuple([values[a._key] if isinstance(a, Node) else a for a in args])  # type: ignore[index]
+            start = _perf()
+            try:
+                value = n.func(*args)
+            except Exception as exc:
+                value = self._failed(n, args, {}, exc)
+            except BaseException:
+                self.release_claim(n)
+                raise
+            self.finish(n, value, _perf() - start)
+
     def run_node(self, n: Node) -> None:
         """Run ``n`` here (or reuse a result its inputs allow, or another pull produced)."""
         prepared = self.prepare(n)
@@ -355,18 +413,32 @@ class Pull:
         try:
             return n.func(*args, **kwargs)
         except Exception as exc:
+            return self._failed(n, args, kwargs, exc)
+
+    def _failed(
+        self, n: Node, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+    ) -> Any:
+        """After ``n`` raised ``exc``: retry once if it was a CUDA OOM, else raise NodeError.
+
+        The caller's claim on ``n`` is released when this raises.
+        """
+        try:
             if not cuda.is_cuda_oom(exc):
                 raise self.node_error(n, exc) from exc
-        freed = self.store.release_cuda()
-        log.warning(
-            "node %s ran out of GPU memory; released %d bytes of cached tensors, retrying once",
-            n.name,
-            freed,
-        )
-        try:
-            return n.func(*args, **kwargs)
-        except Exception as exc:
-            raise self.node_error(n, exc) from exc
+            freed = self.store.release_cuda()
+            log.warning(
+                "node %s ran out of GPU memory; released %d bytes of cached tensors, "
+                "retrying once",
+                n.name,
+                freed,
+            )
+            try:
+                return n.func(*args, **kwargs)
+            except Exception as again:
+                raise self.node_error(n, again) from again
+        except BaseException:
+            self.release_claim(n)
+            raise
 
     def finish(self, n: Node, value: Any, seconds: float) -> None:
         """Take ``n``'s value: cache it, decide early cutoff, release finished inputs."""

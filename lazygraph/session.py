@@ -16,6 +16,7 @@ module-level ``compute``. Does not cover: what runs (``scheduler``) or tiers (``
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import weakref
 from typing import Any
@@ -25,7 +26,7 @@ from .errors import LazyGraphError
 from .executors import make_executor
 from .node import Node
 from .pressure import MemoryMonitor
-from .scheduler import Pull, resolve_keys
+from .scheduler import Pull, key_one
 from .store.base import MISSING
 from .store.store import Stats, Store
 
@@ -105,7 +106,7 @@ class Session:
             for dep in n.deps:
                 if dep._key is None:
                     return MISSING  # a stale region: the full pull resolves it
-            resolve_keys([n])
+            key_one(n)
             key = n._key
             assert key is not None
         value = self.store.memory_hit(key)
@@ -251,6 +252,11 @@ def compute(*nodes: Node, executor: Any = None) -> tuple[Any, ...]:
     (4, 9)
     """
     return current_session().compute(*nodes, executor=executor)
+
+
+# Node.compute calls this without an import per call. ``from . import node`` would give the
+# @node decorator (the package attribute shadows the module), hence sys.modules.
+sys.modules[__package__ + ".node"]._current_session = current_session  # type: ignore[attr-defined]
 
 
 @atexit.register

@@ -24,9 +24,7 @@ class SyncExecutor:
 
     def run(self, pull: Pull) -> None:
         """Run every node of ``pull.order``."""
-        run_node = pull.run_node
-        for n in pull.order:
-            run_node(n)
+        pull.run_all()
 
     def close(self) -> None:
         """Nothing to release."""
