@@ -455,6 +455,11 @@ def _executor(value: Any, label: str, usable: int) -> Any:
             f"{label} must be one of {', '.join(EXECUTOR_NAMES)} or an executor object "
             f"(got {_shown(value)}); to set the pool size pass workers={value!r}"
         )
+    if not callable(getattr(value, "run", None)):
+        raise ConfigError(
+            f"{label} must be one of {', '.join(EXECUTOR_NAMES)} or an executor object with "
+            f"run(pull) and close() (got a {type(value).__name__} without run())"
+        )
     return value
 
 

@@ -310,6 +310,8 @@ class Input(Node):
     __slots__ = ()
 
     def __init__(self, value: Any, *, name: str = "input") -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"Input name must be a str (got {type(name).__name__})")
         super().__init__(_input_value, (value,), {}, NodeOptions(name, cache=False))
         if self._dependents is None:
             self._dependents = {}
@@ -503,6 +505,13 @@ def node(
             raise TypeError(f"@node expects a function (got {type(f).__name__})")
         if version is not None and not isinstance(version, str):
             raise TypeError(f"version must be a str (got {type(version).__name__})")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str (got {type(name).__name__})")
+        flags = {"cache": cache, "spill": spill, "persist": persist, "cutoff": cutoff,
+                 "local": local}
+        for flag, value in flags.items():
+            if not isinstance(value, bool):
+                raise TypeError(f"{flag} must be True or False (got {value!r})")
         qualname = getattr(f, "__qualname__", None) or repr(f)
         # A function defined inside another is named by its own part: "outer.<locals>.f" -> "f"
         label = name if name is not None else qualname.rsplit("<locals>.", 1)[-1]

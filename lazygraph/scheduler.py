@@ -172,6 +172,9 @@ class Pull:
             resolve_keys(roots)
             self.revision = current_revision()  # after resolve_keys: a code change bumps it
             self.keep = {r._key for r in roots}
+            # Values this pull holds are swapped for their memory maps once spilled, so a
+            # node reading many large inputs at once does not hold them all in RAM.
+            self.store.pin(self.values)
             self._plan()
         except BaseException:  # e.g. a CycleError: this pull never ran
             self._end()
@@ -182,6 +185,7 @@ class Pull:
     def _end(self) -> None:
         if self._running:
             self._running = False
+            self.store.unpin(self.values)
             if self._twins:  # their visited twin never finished (an error): be conservative
                 rest = [t for twins in self._twins.values() for t in twins]
                 self._twins.clear()
@@ -318,6 +322,7 @@ class Pull:
                 self.release_claim(n)
                 raise
             self.finish(n, value, _perf() - start)
+            args = value = None  # the next node must not keep this one's inputs alive
 
     def run_node(self, n: Node) -> None:
         """Run ``n`` here (or reuse a result its inputs allow, or another pull produced)."""

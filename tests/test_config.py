@@ -340,7 +340,11 @@ def test_bad_values(options: dict[str, object], pattern: str) -> None:
 
 def test_executor_objects_are_accepted() -> None:
     class MyExecutor:
-        pass
+        def run(self, pull: object) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
 
     executor = MyExecutor()
     assert Config.from_options(executor=executor, env={}).executor is executor

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import pickle
 import shutil
 import tempfile
@@ -348,8 +349,21 @@ class ProcessExecutor:
         with self._lock:
             if self._pool is pool:
                 self._pool = None
-        if pool is not None:
-            pool.shutdown(wait=True, kill_workers=kill)
+        if pool is None:
+            return
+        if kill:
+            # Kill the workers before loky's shutdown: cancelling work in flight first makes
+            # its manager thread die (KeyError / InvalidStateError) and leave them running.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                try:
+                    os.kill(process.pid, signal.SIGKILL)
+                except (OSError, TypeError):  # already gone, or never started
+                    pass
+        queue = getattr(pool, "_call_queue", None)  # shutdown() forgets it
+        pool.shutdown(wait=True, kill_workers=kill)
+        if kill and queue is not None:  # its feeder thread and pipes outlive a dead manager
+            queue.close()
+            queue.join_thread()
 
     def _track(self, value: Any, path: str) -> bool:
         """Keep ``path`` while ``value`` (mapped from it) lives; False if it can't be tracked."""

@@ -134,9 +134,11 @@ class PoolRun:
         try:
             self._loop()
         except BaseException as exc:
-            self._cancel_all()
+            # Interrupted: stop the workers first. Cancelling futures first makes loky's
+            # manager thread die on InvalidStateError without killing its workers.
             if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: stop now
                 self.backend.interrupted()
+            self._cancel_all()
             raise
         if self.error is not None:
             raise self.error

@@ -175,6 +175,10 @@ def cache_info(
     >>> info["exists"], info["entries"], info["bytes"]
     (False, 0, 0)
     """
+    if isinstance(largest, bool) or not isinstance(largest, int):
+        raise TypeError(f"largest must be an int (got {type(largest).__name__})")
+    if largest < 0:
+        raise ValueError(f"largest must be >= 0 (got {largest})")
     entries = cache_ls(directory, secret=secret)
     created = [info.created for info in entries]
     return {
@@ -206,6 +210,16 @@ def cache_clear(
     >>> cache_clear(Path(tempfile.mkdtemp()) / "absent", older_than=60.0)
     0
     """
+    if older_than is not None:
+        if isinstance(older_than, bool) or not isinstance(older_than, (int, float)):
+            raise TypeError(
+                f"older_than must be seconds as a number (got {type(older_than).__name__}); "
+                'use parse_age("7d") for text'
+            )
+        if not older_than >= 0:
+            raise ValueError(f"older_than must be >= 0 seconds (got {older_than})")
+    if function is not None and not isinstance(function, str):
+        raise TypeError(f"function must be a name or glob str (got {type(function).__name__})")
     tier = _open(directory, secret)
     if tier is None:
         return 0
@@ -230,6 +244,8 @@ def parse_age(text: str) -> float:
     >>> parse_age("7d"), parse_age("1.5h"), parse_age("30")
     (604800.0, 5400.0, 30.0)
     """
+    if not isinstance(text, str):
+        raise TypeError(f'an age must be text like "7d" (got {type(text).__name__})')
     match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smhdw]?)\s*", text.lower())
     if match is None:
         raise ConfigError(f'an age must look like "30s", "15m", "12h", "7d" or "2w" (got {text!r})')

@@ -334,7 +334,9 @@ class FileTier:
 
     def _open_entry(self, name: str) -> int | None:
         """An fd on the entry file, or None if absent; symlinks are reported and removed."""
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+        # O_NONBLOCK: a FIFO planted in place of an entry must not block the open; the
+        # regular-file check that follows then rejects it.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             # O_NOATIME: listing or verifying an entry is not a use; only _stamp records one.
             return os.open(name, flags | _O_NOATIME, dir_fd=self._dirfd)
@@ -395,6 +397,13 @@ class FileTier:
             return joblib.load(os.path.join(self.directory, name), mmap_mode="r")
         except MemoryError:
             raise
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+                # Out of descriptors or mappings: the entry is fine, this process is not.
+                log.warning("cannot map %s now (%s); it will be recomputed", name, exc)
+                return MISSING
+            self._reject(name, f"cannot be loaded ({type(exc).__name__}: {exc})")
+            return MISSING
         except Exception as exc:  # a damaged stream can raise any type; all mean "bad entry"
             self._reject(name, f"cannot be loaded ({type(exc).__name__}: {exc})")
             return MISSING

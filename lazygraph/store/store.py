@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,19 @@ class Store:
         self._spill_tier: FileTier | None = None
         self._spill_dir: str | None = None
         self._writer = Writer(self._written)
+        # Runs on close(), or when a store whose session was never closed is collected (or
+        # at exit): stop the writer, then remove the private spill directory.
+        self._spill_dirs: list[str] = []
+        self._release = weakref.finalize(self, _release, self._writer, self._spill_dirs)
         self._writing: dict[bytes, tuple[Entry, bool]] = {}  # queued: (entry, is_spill)
-        self._writing_bytes = 0
-        self._room_bytes = max(config.memory_limit // 2, config.spill_threshold)
+        # Queued entries already out of the memory tier are RAM the store holds beyond it:
+        # key -> bytes. A producer waits while tier + these exceed memory_limit + a little
+        # slack (enough for small writes to overlap the next computation, never a large one).
+        self._unwritten: dict[bytes, int] = {}
+        self._unwritten_bytes = 0
+        self._budget_bytes = config.memory_limit + min(config.memory_limit // 8, 64 * 2**20)
         self._room = threading.Condition(self._lock)  # signalled as queued writes finish
+        self._pins: list[dict[bytes, Any]] = []  # the running pulls' values (see pin())
         self._files: dict[bytes, FileTier] = {}  # what this store wrote, and where
         self._spilled_bytes = 0
         self._warned: set[int] = set()
@@ -262,7 +272,7 @@ class Store:
                 self._queue_write(entry, self._disk, spill=False)  # write-through: persist
             if evicted:
                 self._demote_all(evicted)
-            if self._writing_bytes > self._room_bytes:
+            if self._unwritten_bytes and self._over_budget():
                 self._wait_for_room()
 
     def note_compute(self, name: str, seconds: float) -> None:
@@ -289,6 +299,48 @@ class Store:
                 tier.discard(key)
             if self._disk is not None:
                 self._disk.discard(key)
+
+    # -- pinned values -------------------------------------------------------------------
+
+    def pin(self, values: dict[bytes, Any]) -> None:
+        """Register a pull's ``values`` (key -> value it holds until its last consumer ran).
+
+        A pull holds every result it needs until the consumers have run, so that nothing is
+        lost in between; a node reading many large inputs at once would thus hold them all in
+        RAM, whatever the store evicted. Once an entry pushed out of memory has its file
+        complete, the store replaces the in-RAM value in every registered ``values`` by its
+        memory-mapped reload, so the RAM copy can be freed (S5.5). Call ``unpin`` when done.
+
+        >>> from lazygraph.config import Config
+        >>> store = Store(Config.from_options(memory_limit="1MB"))
+        >>> values = {}
+        >>> store.pin(values); store.unpin(values); store.close()
+        """
+        with self._lock:
+            self._pins.append(values)
+
+    def unpin(self, values: dict[bytes, Any]) -> None:
+        """Stop swapping values in ``values`` (registered with ``pin``); idempotent."""
+        with self._lock:
+            self._pins = [pinned for pinned in self._pins if pinned is not values]
+
+    def _swap_pinned(self, key: bytes, original: Any, tier: FileTier) -> None:
+        """Replace ``original`` under ``key`` in pinned values by its reload from ``tier``.
+
+        Only worth it for large values: a small one reloaded is a copy, not a mapping.
+        Called with the lock held; the reload is O(1) (this process wrote or verified it).
+        """
+        holders = [values for values in self._pins if values.get(key) is original]
+        if not holders:
+            return
+        mapped = tier.get(key)
+        if mapped is MISSING:  # deleted underneath: the pinned copy stays the only one
+            return
+        for values in holders:
+            # A pull's own thread may pop the key meanwhile (its last consumer ran): putting
+            # it back would only hold a file-backed value until the pull ends.
+            if values.get(key) is original:
+                values[key] = mapped
 
     # -- shedding ------------------------------------------------------------------------
 
@@ -332,8 +384,11 @@ class Store:
         key = entry.key
         if key not in self._files and key not in self._writing and self._spillable(entry):
             self._queue_write(entry, self._tier_for(entry), spill=True)
+        if key in self._files and self._pins and self._mappable(entry):
+            self._swap_pinned(key, entry.value, self._files[key])  # e.g. persisted earlier
         kept = self._weak.put(key, entry.value)
         if key in self._writing:
+            self._count_unwritten(key, entry.nbytes)  # out of the tier, still in RAM
             entry = Entry(key, entry.value, entry.parts, entry.name, entry.seconds,
                           entry.persistable, entry.spill, entry.persist)  # queued keeps value
         entry.value = None
@@ -350,12 +405,17 @@ class Store:
             and not entry.on_cuda()
         )
 
+    def _mappable(self, entry: Entry) -> bool:
+        """Large enough that its reload from a file is worth more than the RAM copy."""
+        return entry.nbytes >= self.config.spill_threshold and not entry.on_cuda()
+
     def _tier_for(self, entry: Entry) -> FileTier:
         """The cache_dir for persistable entries when persisting, else the private spill dir."""
         if self._disk is not None and self.config.persist and entry.persist and entry.persistable:
             return self._disk
         if self._spill_tier is None:
             self._spill_dir = tempfile.mkdtemp(prefix="lazygraph-spill-")
+            self._spill_dirs.append(self._spill_dir)
             self._spill_tier = FileTier(
                 Path(self._spill_dir), secret=os.urandom(32), disk_limit=None
             )
@@ -363,19 +423,31 @@ class Store:
 
     def _queue_write(self, entry: Entry, tier: FileTier, *, spill: bool) -> None:
         self._writing[entry.key] = (entry, spill)
-        self._writing_bytes += entry.nbytes
         self._writer.submit(entry, tier)
 
+    def _count_unwritten(self, key: bytes, nbytes: int) -> None:
+        if key not in self._unwritten:
+            self._unwritten[key] = nbytes
+            self._unwritten_bytes += nbytes
+
+    def _over_budget(self) -> bool:
+        return self._memory.cpu_bytes + self._unwritten_bytes > self._budget_bytes
+
     def _wait_for_room(self) -> None:
-        """Back-pressure: a producer faster than the disk waits instead of filling RAM."""
-        while self._writing_bytes > self._room_bytes and not self._closed:
+        """Back-pressure: a producer faster than the disk waits instead of filling RAM.
+
+        What the store holds in RAM is the memory tier plus the evicted entries whose files
+        are not complete yet; waiting here keeps that within ``memory_limit`` (and a slack
+        of at most 64 MiB), so a spilling pipeline needs no more RAM than it was given.
+        """
+        while self._unwritten_bytes and self._over_budget() and not self._closed:
             self._room.wait(0.5)
 
     def _written(self, entry: Entry, tier: FileTier, result: int | BaseException) -> None:
         """The writer thread's report: the file is complete (or the write failed)."""
         with self._lock:
             queued = self._writing.pop(entry.key, None)
-            self._writing_bytes -= entry.nbytes
+            self._unwritten_bytes -= self._unwritten.pop(entry.key, 0)
             self._room.notify_all()
             if isinstance(result, BaseException):
                 self._write_failed(entry, result)
@@ -386,8 +458,10 @@ class Store:
             if tier is self._spill_tier:
                 self._spilled_bytes += result
             if entry.key not in self._memory:
-                entry.value = None  # the file now stands in for it
+                original, entry.value = entry.value, None  # the file now stands in for it
                 self._records.setdefault(entry.key, entry)
+                if self._pins and self._mappable(entry):
+                    self._swap_pinned(entry.key, original, tier)
 
     def _write_failed(self, entry: Entry, exc: BaseException) -> None:
         code = exc.errno if isinstance(exc, OSError) and exc.errno is not None else -1
@@ -464,12 +538,20 @@ class Store:
             self._weak = WeakTier(self._forget_record)
             self._records.clear()
             self._files.clear()
+            self._pins.clear()
             for tier in (self._spill_tier, self._disk):
                 if tier is not None:
                     tier.close()
-            if self._spill_dir is not None:
-                shutil.rmtree(self._spill_dir, ignore_errors=True)
-                self._spill_dir = None
+            self._release()  # removes the spill directory (the writer is stopped already)
+            self._spill_dir = None
+
+
+def _release(writer: Writer, spill_dirs: list[str]) -> None:
+    """Stop ``writer`` (finishing queued writes), then remove the spill directories."""
+    writer.close()
+    for directory in spill_dirs:
+        shutil.rmtree(directory, ignore_errors=True)
+    spill_dirs.clear()
 
 
 def _entry_from_meta(key: bytes, meta: dict[str, Any]) -> Entry:

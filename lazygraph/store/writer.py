@@ -7,9 +7,11 @@ is complete (the ``Store`` holds it in its pending map) or the file format (``fi
 
 from __future__ import annotations
 
+import inspect
 import logging
 import queue
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +32,12 @@ class Writer:
     """
 
     def __init__(self, done: Done, *, name: str = "lazygraph-writer") -> None:
-        self._done = done
+        # A bound method is held weakly: the thread must not keep its store (and every value
+        # cached there) alive once the session is dropped without close(); the store's
+        # finalizer then closes this writer.
+        self._done: Callable[[], Done | None] = (
+            weakref.WeakMethod(done) if inspect.ismethod(done) else lambda: done
+        )
         self._name = name
         self._queue: queue.Queue[tuple[Entry, Any] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
@@ -55,7 +62,8 @@ class Writer:
             thread, self._thread = self._thread, None
         if thread is not None:
             self._queue.put(None)
-            thread.join()
+            if thread is not threading.current_thread():  # a finalizer may run in it
+                thread.join()
 
     def _loop(self) -> None:
         while True:
@@ -70,10 +78,14 @@ class Writer:
                     )
                 except Exception as exc:  # reported to the store, which logs and recovers
                     result = exc
+                done = self._done()
                 try:
-                    self._done(entry, tier, result)
+                    if done is not None:
+                        done(entry, tier, result)
                 except Exception:
                     log.exception("lazygraph writer callback failed")
+                finally:
+                    del done  # hold the store only while reporting to it
             finally:
                 self._queue.task_done()
 
