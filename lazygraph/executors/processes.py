@@ -379,7 +379,11 @@ class ProcessExecutor:
     def _file_of(self, value: Any) -> str | None:
         entry = self._files.get(id(value))
         if entry is not None and entry[0]() is value:
-            return entry[1]
+            if os.path.exists(entry[1]):
+                return entry[1]
+            # Its file went away (swept after an interrupt, or removed by hand): the value
+            # is still mapped here, so it travels as a fresh file instead.
+            self._files.pop(id(value), None)
         return None
 
     def _sweep(self) -> None:
