@@ -322,7 +322,7 @@ class Pull:
                 self.release_claim(n)
                 raise
             self.finish(n, value, _perf() - start)
-            args = value = None  # the next node must not keep this one's inputs alive
+            del args, value  # the next node must not keep this one's inputs alive
 
     def run_node(self, n: Node) -> None:
         """Run ``n`` here (or reuse a result its inputs allow, or another pull produced)."""

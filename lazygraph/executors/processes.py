@@ -45,9 +45,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import pickle
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -355,10 +355,8 @@ class ProcessExecutor:
             # Kill the workers before loky's shutdown: cancelling work in flight first makes
             # its manager thread die (KeyError / InvalidStateError) and leave them running.
             for process in list(getattr(pool, "_processes", {}).values()):
-                try:
+                with contextlib.suppress(OSError, TypeError):  # gone, or never started
                     os.kill(process.pid, signal.SIGKILL)
-                except (OSError, TypeError):  # already gone, or never started
-                    pass
         queue = getattr(pool, "_call_queue", None)  # shutdown() forgets it
         pool.shutdown(wait=True, kill_workers=kill)
         if kill and queue is not None:  # its feeder thread and pipes outlive a dead manager
