@@ -11,6 +11,8 @@
 11
 """
 
+from typing import Any
+
 from .errors import CacheSecurityError, ConfigError, CycleError, LazyGraphError, NodeError
 from .node import Input, Node, node
 from .session import Session, compute, configure, current_session
@@ -35,7 +37,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     # DaskExecutor is looked up lazily so that `import lazygraph` never imports dask.
     if name == "DaskExecutor":
         from .executors.dask import DaskExecutor

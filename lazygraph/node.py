@@ -450,7 +450,9 @@ class NodeFactory(Generic[P, R]):
         self.options = options
         functools.update_wrapper(self, func)
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Node:
+    # Typed loosely on purpose: any argument may be a Node standing in for the value the
+    # function expects, which ParamSpec cannot express.
+    def __call__(self, *args: Any, **kwargs: Any) -> Node:
         return Node(self.func, args, kwargs, self.options)
 
     def __repr__(self) -> str:

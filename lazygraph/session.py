@@ -175,6 +175,10 @@ class Session:
 
     # -- lifetime ------------------------------------------------------------------------
 
+    def flush(self) -> None:
+        """Wait until every spill and persist file queued so far is complete on disk."""
+        self.store.flush()
+
     def close(self) -> None:
         """Stop the monitor, close executors and release the store (temp spill files too)."""
         if self.closed:
