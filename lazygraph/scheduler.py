@@ -98,6 +98,9 @@ def _resolve(roots: Iterable[Node], fps: dict[NodeOptions, bytes]) -> None:
 
 def key_one(n: Node) -> None:
     """Key ``n``, whose dependencies all have keys (the new-Node hit path)."""
+    if n._dependents is None:  # no Input upstream: no set() can race with this key
+        _set_key(n, _fingerprint(n))
+        return
     with _graph_lock:
         if n._key is None:
             _set_key(n, _fingerprint(n))
