@@ -208,8 +208,18 @@ class MappingStore:
     def put(self, key: bytes, value: Any, **meta: Any) -> None:
         self.mapping[key] = value
 
-    def note_compute(self) -> None:
+    def insert(self, key: bytes, value: Any, *meta: Any) -> None:
+        self.mapping[key] = value
         self.computes += 1
+
+    def note_compute(self, name: str = "", seconds: float = 0.0) -> None:
+        self.computes += 1
+
+    def pin(self, values: Any) -> None:
+        pass
+
+    def unpin(self, values: Any) -> None:
+        pass
 
     def entry(self, key: bytes) -> None:
         return None
