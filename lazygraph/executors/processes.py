@@ -489,7 +489,12 @@ class _ProcessBackend:
         """The value itself, or a FileRef to a file holding it (written once per pull)."""
         path = self.executor._file_of(value)
         if path is not None:
-            return FileRef(path)
+            # Hold the value until the pull ends: its file is removed when it dies, and the
+            # pull may drop it first (e.g. the store swaps it for its spilled copy) while a
+            # worker has yet to open the file.
+            ref = FileRef(path)
+            self.written[id(value)] = (value, ref)
+            return ref
         if not bulky(value, self.threshold):
             return value
         written = self.written.get(id(value))

@@ -172,23 +172,7 @@ def test_keyboard_interrupt_raised_by_a_node_propagates(executor_name, calls, fa
         assert nodes[-1].compute() == expected[-1] and calls.counts() == total
 
 
-_SIGINT_CASES = [
-    pytest.param(
-        e,
-        marks=pytest.mark.xfail(
-            reason="known bug: after a SIGINT lands mid-pull, the processes executor can "
-            "lose an argument file of the next pull (a NodeError naming the node, never a "
-            "wrong result); see docs/reliability.md",
-            strict=False,
-        ),
-    )
-    if e == "processes"
-    else e
-    for e in EXECUTORS
-]
-
-
-@pytest.mark.parametrize("executor_name", _SIGINT_CASES, indirect=True)
+@pytest.mark.parametrize("executor_name", EXECUTORS, indirect=True)
 def test_sigint_at_random_moments_of_a_pull(executor_name, calls, reap_workers):
     """A real SIGINT lands anywhere: planning, running, spilling, storing, waiting on workers."""
     spec = Spec.random(60, seed=4, window=20)
