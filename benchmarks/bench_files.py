@@ -72,8 +72,20 @@ def bench_writes(arr: np.ndarray, where: Path, repeats: int) -> dict[str, float]
             lambda: tier.discard(KEY),
         ),
     }
+    times = interleaved_times(methods, repeats)
+    tier.close()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def interleaved_times(
+    methods: dict[str, tuple[Callable[[], object], Callable[[], object]]], repeats: int
+) -> dict[str, list[float]]:
+    """Seconds of each ``(run, cleanup)`` over ``repeats`` rounds, contenders interleaved.
+
+    Round 0 warms up (imports, page cache) and is dropped; the disk is synced before each.
+    """
     times: dict[str, list[float]] = {name: [] for name in methods}
-    for round_ in range(repeats + 1):  # round 0 warms the page cache up, and is dropped
+    for round_ in range(repeats + 1):
         for name, (run, cleanup) in methods.items():
             os.sync()
             start = time.perf_counter()
@@ -82,8 +94,7 @@ def bench_writes(arr: np.ndarray, where: Path, repeats: int) -> dict[str, float]
             cleanup()
             if round_:
                 times[name].append(elapsed)
-    tier.close()
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
 
 
 CHILD = """

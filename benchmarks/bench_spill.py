@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_files import interleaved_times  # run as a script: benchmarks/ is on the path
 
 MB = 10**6
 GB = 10**9
@@ -145,16 +146,7 @@ def bench_spill_write(
         ),
         SPILL: (spill, forget),
     }
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for round_ in range(repeats + 1):  # round 0 warms up (imports, page cache) and is dropped
-        for name, (run, cleanup) in methods.items():
-            os.sync()
-            start = time.perf_counter()
-            run()
-            elapsed = time.perf_counter() - start
-            cleanup()
-            if round_:
-                times[name].append(elapsed)
+    times = interleaved_times(methods, repeats)
     copy = arr.copy()  # the store's weak tier would hand ``arr`` itself back while it lives
     store.put(keys[-1], copy, name="result", seconds=1.0)
     store.flush()

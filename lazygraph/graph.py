@@ -81,24 +81,6 @@ def toposort(roots: Iterable[N]) -> list[N]:
     return order
 
 
-def find_cycle(roots: Iterable[N]) -> list[N] | None:
-    """Return the nodes around a cycle reachable from ``roots`` (first repeated), or None.
-
-    >>> class N:
-    ...     def __init__(self, name, *deps): self.name, self.deps = name, list(deps)
-    >>> a = N("a"); b = N("b", a); a.deps.append(b)
-    >>> [n.name for n in find_cycle([b])]
-    ['b', 'a', 'b']
-    """
-    from .errors import CycleError
-
-    try:
-        toposort(roots)
-    except CycleError as exc:
-        return exc.nodes  # type: ignore[return-value]
-    return None
-
-
 def path_to(roots: Iterable[N], target: Any) -> list[N]:
     """Return the dependency path from one of ``roots`` down to ``target`` (inclusive).
 

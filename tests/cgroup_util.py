@@ -174,16 +174,10 @@ def _find_layout() -> _Layout:
 
 
 def _memberships() -> dict[str, str]:
-    """Map "v1"/"v2" to this process's cgroup path, from /proc/self/cgroup."""
-    found: dict[str, str] = {}
-    for line in _read(Path("/proc/self/cgroup")).splitlines():
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and controllers == "":
-            found["v2"] = path
-        elif "memory" in controllers.split(","):
-            found["v1"] = path
-    return found
+    """Map "v1"/"v2" to this process's cgroup path (lazygraph.config reads it the same way)."""
+    from lazygraph.config import _read_memberships
+
+    return _read_memberships("/")
 
 
 def _mounts() -> dict[str, tuple[str, str]]:
