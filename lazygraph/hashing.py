@@ -99,6 +99,8 @@ _SCALARS: dict[type, Callable[[Any], bytes]] = {
 }
 
 
+_TUPLE_HEADS = [_HDR(b"t", size) for size in range(9)]  # the header of a short args tuple
+
 #: Types pickle writes as plain values; everything else is offered to the handlers first.
 _PICKLE_NATIVE = frozenset({type(None), bool, int, float, complex, str, bytes})
 
@@ -152,7 +154,16 @@ def encode_scalars(obj: Any) -> bytes | None:
         return enc(obj)
     if type(obj) is not tuple:
         return None
-    parts = [_HDR(b"t", len(obj))]
+    size = len(obj)
+    head = _TUPLE_HEADS[size] if size < len(_TUPLE_HEADS) else _HDR(b"t", size)
+    if size == 1:  # a node's one or two arguments: no list, no join
+        enc = _SCALARS.get(type(obj[0]))
+        return None if enc is None else head + enc(obj[0])
+    if size == 2:
+        first, second = obj
+        enc, enc2 = _SCALARS.get(type(first)), _SCALARS.get(type(second))
+        return None if enc is None or enc2 is None else head + enc(first) + enc2(second)
+    parts = [head]
     for item in obj:
         enc = _SCALARS.get(type(item))
         if enc is None:
@@ -270,6 +281,21 @@ def _enc_token(obj: Any) -> bytes:
             f"(got {type(token).__name__})"
         )
     return _HDR(b"K", len(token)) + token
+
+
+def register_encoder(cls: type, encode: Callable[[Any], bytes]) -> None:
+    """Hash instances of exactly ``cls`` as ``encode(obj)``, on the scalar fast path.
+
+    For types on a per-node hot path (``keys`` registers Node): ``encode`` must return the
+    bytes the general path would feed, e.g. ``token_header(len(t)) + t`` for a token ``t``.
+    """
+    _SCALARS[cls] = encode
+    _HANDLERS[cls] = lambda walk, h, obj: h.update(encode(obj))
+
+
+def token_header(length: int) -> bytes:
+    """What precedes a ``__lazygraph_token__`` of ``length`` bytes in the hashed stream."""
+    return _HDR(b"K", length)
 
 
 def _h_token(walk: _Walk, h: Any, obj: Any) -> None:

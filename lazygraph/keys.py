@@ -54,14 +54,16 @@ from typing import Any
 
 import xxhash
 
-from .hashing import content_hash, encode_scalars, hash_into
+from .hashing import content_hash, encode_scalars, hash_into, register_encoder, token_header
+from .node import Input, Node
 
-__all__ = ["SCHEME", "function_fingerprint", "node_key"]
+__all__ = ["SCHEME", "function_fingerprint", "node_key", "prefixed_key"]
 
 #: Salt of every key: bump it when what a key covers changes, so old caches are not reused.
 SCHEME = b"lazygraph-key-v1"
 
 _MISSING: Any = object()
+_NODE_TOKEN = token_header(16)
 _SKIP_OPS = frozenset({"NOP", "EXTENDED_ARG", "CACHE", "NOT_TAKEN"})
 _HASCONST = frozenset(dis.hasconst)
 _GLOBAL_OPS = frozenset({"LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME"})
@@ -104,12 +106,22 @@ def node_key(fingerprint: bytes, args: tuple, kwargs: dict[str, Any]) -> tuple[b
     >>> node_key(fp, (1,), {})[0] != node_key(fp, (1.0,), {})[0]
     True
     """
+    return prefixed_key(SCHEME + fingerprint, args, kwargs)
+
+
+def prefixed_key(prefix: bytes, args: tuple, kwargs: dict[str, Any]) -> tuple[bytes, bool]:
+    """``node_key`` with ``SCHEME + fingerprint`` joined once by the caller (the scheduler
+    keys every node of a function with the same prefix).
+
+    >>> fp = function_fingerprint(len)
+    >>> prefixed_key(SCHEME + fp, (1,), {}) == node_key(fp, (1,), {})
+    True
+    """
     if not kwargs:
         data = encode_scalars(args)
         if data is not None:  # same digest as the streaming path below, in one shot
-            return xxhash.xxh3_128_digest(SCHEME + fingerprint + data), True
-    h = xxhash.xxh3_128(SCHEME)
-    h.update(fingerprint)
+            return xxhash.xxh3_128_digest(prefix + data), True
+    h = xxhash.xxh3_128(prefix)
     persistable = hash_into(h, args)
     if kwargs:  # the args tuple is self-delimiting, so this stays unambiguous
         persistable = hash_into(h, tuple(sorted(kwargs.items()))) and persistable
@@ -470,3 +482,18 @@ def _library_roots() -> tuple[str, ...]:
     roots.update(getattr(site, "getsitepackages", list)())
     roots.add(site.getusersitepackages() if hasattr(site, "getusersitepackages") else "")
     return tuple(os.path.realpath(root) + os.sep for root in roots if root)
+
+
+def _encode_node(n: Node) -> bytes:
+    """A Node argument's part of a key: its own key, as its ``__lazygraph_token__`` gives it.
+
+    Read straight from the slot: this runs once per edge of every graph keyed.
+    """
+    key = n._key
+    if key is None:
+        key = n.__lazygraph_token__()
+    return _NODE_TOKEN + key
+
+
+register_encoder(Node, _encode_node)
+register_encoder(Input, _encode_node)

@@ -196,22 +196,26 @@ class Node:
         self._set_deps(args, kwargs)
 
     def _set_deps(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        found: dict[Node, None] = {}
+        deps: list[Node] = []
         nested = False
-        for value in args:
+        for value in args:  # the common call: positional scalars and Nodes, no containers
             if isinstance(value, Node):
-                found[value] = None
+                deps.append(value)
             elif isinstance(value, _CONTAINERS):
-                nested |= _collect(value, found)
-        if kwargs:
-            for value in kwargs.values():
-                if isinstance(value, Node):
-                    found[value] = None
-                elif isinstance(value, _CONTAINERS):
-                    nested |= _collect(value, found)
-        self.deps: tuple[Node, ...] = tuple(found)
+                nested = True
+        if nested or kwargs:
+            deps, nested = _find_deps(args, kwargs)
+        elif len(deps) == 2:
+            if deps[0] is deps[1]:  # f(x, x) depends on x once
+                del deps[1]
+        elif len(deps) > 2:
+            deps = list(dict.fromkeys(deps))
+        # f(a, b) with Nodes a, b: the arguments are the dependencies; sharing the tuple
+        # saves an object per node.
+        same = len(deps) == len(args) and not nested and not kwargs
+        self.deps: tuple[Node, ...] = args if same else tuple(deps)
         self._nested = nested
-        for dep in found:
+        for dep in deps:
             if dep._dependents is not None:
                 self._track()
                 break
@@ -415,6 +419,19 @@ def _check_no_cycle(inp: Input, value: Node) -> None:
             path = path_to([value], inp)
             names = [inp.name] + [n.name for n in path]
             raise CycleError(names, [inp, *path])
+
+
+def _find_deps(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Node], bool]:
+    """The Nodes in ``args``/``kwargs`` in argument order, each once, and whether a container
+    argument holds one (it must then be rebuilt with values in place of its Nodes)."""
+    found: dict[Node, None] = {}
+    nested = False
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, Node):
+            found[value] = None
+        elif isinstance(value, _CONTAINERS):
+            nested |= _collect(value, found)
+    return list(found), nested
 
 
 def _collect(container: Any, found: dict[Node, None]) -> bool:

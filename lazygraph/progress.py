@@ -35,11 +35,11 @@ class Progress:
         """True once the bar has been drawn."""
         return self._bar is not None
 
-    def tick(self) -> None:
-        """One more node finished."""
-        self.done += 1
+    def tick(self, count: int = 1) -> None:
+        """``count`` more nodes finished."""
+        self.done += count
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(count)
         elif time.perf_counter() - self._start >= self._delay:
             from tqdm.auto import tqdm
 

@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+import xxhash
 
 from . import cuda
 from .errors import NodeError
 from .graph import path_to, toposort
-from .hashing import content_hash
-from .keys import _CACHE, _still_valid, function_fingerprint, node_key
+from .hashing import content_hash, encode_scalars
+from .keys import _CACHE, SCHEME, _still_valid, function_fingerprint, prefixed_key
 from .node import (
     Node,
     NodeOptions,
@@ -42,7 +44,8 @@ from .node import (
     new_revision,
 )
 from .progress import Progress
-from .store.base import MISSING
+from .sizing import FAST_FOOTPRINTS, footprint
+from .store.base import MISSING, Result
 
 if TYPE_CHECKING:
     from .session import Session
@@ -50,15 +53,19 @@ if TYPE_CHECKING:
 __all__ = ["resolve_keys", "key_one", "Pull"]
 
 _perf = time.perf_counter
+_digest = xxhash.xxh3_128_digest
+_BATCH = 64  # small results the sync loop hands to the store per call
+# Results this small with no shared buffer (one private part) may wait in a batch: 64 of
+# them hold at most 4 MiB outside the store's budget. No array, frame or tensor is that.
+_SMALL = 64 * 1024
+_RUN_NEXT = object()  # the plan's stack marker: its dependencies are planned, order it
 log = logging.getLogger(__name__)
 # The code fingerprint last seen per function identity (module, qualname, node name), so a
 # re-run notebook cell that redefines a node function can be told apart from a new one.
 _code_seen: dict[tuple[str, str, str], bytes] = {}
 
 
-def resolve_keys(
-    roots: Iterable[Node], fingerprints: dict[NodeOptions, bytes] | None = None
-) -> None:
+def resolve_keys(roots: Iterable[Node]) -> None:
     """Compute the key of every node above ``roots`` that has none, dependencies first.
 
     Only stale or never-keyed nodes are visited: a node with a key has keyed ancestors.
@@ -66,12 +73,13 @@ def resolve_keys(
     so an ``Input.set()`` in another thread cannot leave a key built from a mix of values.
     """
     with _graph_lock:
-        _resolve(roots, {} if fingerprints is None else fingerprints)
+        _resolve(roots)
 
 
-def _resolve(roots: Iterable[Node], fps: dict[NodeOptions, bytes]) -> None:
+def _resolve(roots: Iterable[Node]) -> None:
     stack = [n for n in roots if n._key is None]
     expanded: set[Node] = set()  # Nodes hash by identity
+    prefixes: dict[NodeOptions, bytes] = {}  # SCHEME + fingerprint, per factory
     while stack:
         n = stack[-1]
         if n._key is not None:
@@ -90,20 +98,20 @@ def _resolve(roots: Iterable[Node], fps: dict[NodeOptions, bytes]) -> None:
                 stack.extend(pending)
                 continue
         stack.pop()
-        fp = fps.get(n.options)
-        if fp is None:
-            fp = fps[n.options] = _fingerprint(n)
-        _set_key(n, fp)
+        prefix = prefixes.get(n.options)
+        if prefix is None:
+            prefix = prefixes[n.options] = SCHEME + _fingerprint(n)
+        _set_key(n, prefix)
 
 
 def key_one(n: Node) -> None:
     """Key ``n``, whose dependencies all have keys (the new-Node hit path)."""
     if n._dependents is None:  # no Input upstream: no set() can race with this key
-        _set_key(n, _fingerprint(n))
+        _set_key(n, SCHEME + _fingerprint(n))
         return
     with _graph_lock:
         if n._key is None:
-            _set_key(n, _fingerprint(n))
+            _set_key(n, SCHEME + _fingerprint(n))
 
 
 def _fingerprint(n: Node) -> bytes:
@@ -119,8 +127,12 @@ def _fingerprint(n: Node) -> bytes:
     return fp
 
 
-def _set_key(n: Node, fp: bytes) -> None:
-    key, persistable = node_key(fp, n.args, n.kwargs)
+def _set_key(n: Node, prefix: bytes) -> None:
+    data = None if n.kwargs else encode_scalars(n.args)
+    if data is not None:  # prefixed_key's one-shot path, without its call: once per node
+        key, persistable = _digest(prefix + data), True
+    else:
+        key, persistable = prefixed_key(prefix, n.args, n.kwargs)
     if persistable:
         for dep in n.deps:
             if not dep._persistable:
@@ -150,6 +162,37 @@ def _code_changed(n: Node, fp: bytes) -> None:
     _code_seen[ident] = fp
 
 
+Outcome = tuple[Node, str, str]  # (node, "hit" | "ran" | "cutoff", detail)
+
+
+class Record(Sequence[Outcome]):
+    """What a pull did to each node it visited, in order: ``(node, outcome, detail)``.
+
+    The sync loop logs a node that ran for the first time as the Node alone, the most
+    common line, so it allocates nothing per node for it; reading expands it.
+    """
+
+    __slots__ = ("log",)
+
+    def __init__(self) -> None:
+        self.log: list[Node | Outcome] = []
+
+    def __len__(self) -> int:
+        return len(self.log)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [_outcome(item) for item in self.log[index]]
+        return _outcome(self.log[index])
+
+    def __iter__(self) -> Iterator[Outcome]:
+        return map(_outcome, self.log)
+
+
+def _outcome(item: Node | Outcome) -> Outcome:
+    return (item, "ran", "new") if isinstance(item, Node) else item
+
+
 class Pull:
     """One pull of ``roots``: the plan, the values in flight, and what happened to each node.
 
@@ -165,7 +208,7 @@ class Pull:
         self.values: dict[bytes, Any] = {}
         self.order: list[Node] = []
         self.consumers: dict[bytes, int] = {}
-        self.record: list[tuple[Node, str, str]] = []
+        self.record = Record()
         self._state: dict[bytes, Node] = {}  # key -> the node planning visited for it
         self._twins: dict[int, list[Node]] = {}  # id(visited node) -> its unvisited twins
         self._running = True
@@ -199,26 +242,28 @@ class Pull:
     # -- planning ------------------------------------------------------------------------
 
     def _plan(self) -> None:
-        lookup = self.store.lookup
-        values, order, consumers, record = self.values, self.order, self.consumers, self.record
+        find = self.store.find
+        misses = 0
+        values, order, consumers = self.values, self.order, self.consumers
+        record = self.record.log
         state = self._state
         unvisited: list[Node] = []  # may hold stale bookkeeping: see _verify_unvisited
         hits: set[int] = set()
         for root in self.roots:
-            stack: list[tuple[Node, bool]] = [(root, False)]
+            stack: list[Any] = [root]  # Nodes to visit; _RUN_NEXT: the Node below it is ready
             while stack:
-                n, expanded = stack.pop()
-                k: bytes = n._key  # type: ignore[assignment]
-                if expanded:
-                    order.append(n)
+                n = stack.pop()
+                if n is _RUN_NEXT:
+                    order.append(stack.pop())
                     continue
+                k: bytes = n._key
                 seen = state.get(k)
                 if seen is not None:
                     if seen is not n and n._prev_key is not None:
                         self._twins.setdefault(id(seen), []).append(n)
                     continue
                 state[k] = n
-                value, where = lookup(k)
+                value, where = find(k)
                 if value is not MISSING:
                     values[k] = value
                     record.append((n, "hit", where))
@@ -231,15 +276,18 @@ class Pull:
                         self._verified(n, changed=last not in (None, k))
                         hits.add(id(n))
                     continue
-                stack.append((n, True))
+                misses += 1
+                stack.append(n)
+                stack.append(_RUN_NEXT)
                 for d in reversed(n.deps):  # reversed: the first argument runs first
-                    dk: bytes = d._key  # type: ignore[assignment]
+                    dk: bytes = d._key
                     consumers[dk] = consumers.get(dk, 0) + 1
                     seen = state.get(dk)
                     if seen is None:
-                        stack.append((d, False))
+                        stack.append(d)
                     elif seen is not d and d._prev_key is not None:
                         self._twins.setdefault(id(seen), []).append(d)
+        self.store.count_misses(misses)
         for visited in [h for h in self._twins if h in hits]:  # already verified: no waiting
             unvisited.extend(self._twins.pop(visited))
         if unvisited:
@@ -297,35 +345,97 @@ class Pull:
         """Run the whole plan in this thread, dependencies first (the sync executor).
 
         The common node (cached, never stale, plain positional arguments, claimed at once
-        while no other pull started) skips ``run_node``'s layers of calls, which cost more
-        than the rest of its per-node work; every other node goes through ``run_node``.
+        while no other pull started) is run and finished inline: ``run_node`` and ``finish``
+        are layers of calls that cost more than the rest of its per-node work. Its result
+        joins a batch that goes to the store in one call when it holds ``_BATCH`` small
+        results, before any other node runs, at the end, and on an error. A result that is
+        not small goes at once (the store's byte budget must see it). Claims on batched
+        keys are held until they are stored, so a pull waiting for one finds it.
         """
         values, session, alone = self.values, self.session, self._started_alone
         inflight = session._inflight
-        for n in self.order:
-            if (
-                n._dependents is not None
-                or n._nested
-                or n.kwargs
-                or not n.options.cache
-                or session._pulls_started != alone
-                or inflight.setdefault(n._key, self) is not self  # type: ignore[arg-type]
-            ):
-                self.run_node(n)
-                continue
-            args = n.args
-            if n.deps:
-                args = tuple([values[a._key] if isinstance(a, Node) else a for a in args])  # type: ignore[index]
-            start = _perf()
-            try:
-                value = n.func(*args)
-            except Exception as exc:
-                value = self._failed(n, args, {}, exc)
-            except BaseException:
-                self.release_claim(n)
-                raise
-            self.finish(n, value, _perf() - start)
-            del args, value  # the next node must not keep this one's inputs alive
+        record, revision = self.record.log, self.revision
+        consumers, keep = self.consumers, self.keep
+        batch: list[Result] = []
+        fast_footprint = FAST_FOOTPRINTS.get
+        try:
+            for n in self.order:
+                k: bytes = n._key  # type: ignore[assignment]
+                options = n.options
+                if (
+                    n._dependents is not None
+                    or n._nested
+                    or n.kwargs
+                    or not options.cache
+                    or session._pulls_started != alone
+                    or inflight.setdefault(k, self) is not self
+                ):
+                    if batch:
+                        self._store_batch(batch)
+                    self.run_node(n)
+                    continue
+                deps = n.deps
+                args = n.args
+                if not deps:
+                    pass
+                elif deps is not args:  # scalars among the Nodes
+                    args = tuple([values[a._key] if isinstance(a, Node) else a for a in args])  # type: ignore[index]
+                elif len(args) == 1:  # every argument is a Node (Node shares the tuple)
+                    args = (values[args[0]._key],)
+                elif len(args) == 2:
+                    args = (values[args[0]._key], values[args[1]._key])
+                else:
+                    args = tuple([values[a._key] for a in args])
+                start = _perf()
+                try:
+                    value = n.func(*args)
+                except Exception as exc:
+                    value = self._failed(n, args, {}, exc)
+                except BaseException:
+                    self.release_claim(n)
+                    raise
+                seconds = _perf() - start
+                values[k] = value
+                sizer = fast_footprint(type(value))
+                parts = sizer(value) if sizer is not None else footprint(value)
+                batch.append((k, value, parts, seconds, options, n._persistable))
+                if n._verified_at < 0:
+                    record.append(n)  # (n, "ran", "new") in the record's short form
+                else:
+                    record.append((n, "ran", "not cached"))
+                n._verified_at = revision
+                for d in deps:  # _release, inline
+                    dk: bytes = d._key  # type: ignore[assignment]
+                    left = consumers[dk] - 1
+                    if left or dk in keep:
+                        consumers[dk] = left
+                    else:
+                        del consumers[dk]
+                        values.pop(dk, None)
+                part = parts[0]
+                small = len(parts) == 1 and part[0] is None and part[1] < _SMALL  # may wait
+                if not small or len(batch) == _BATCH:
+                    self._store_batch(batch)
+                del args, value  # the next node must not keep this one's inputs alive
+        finally:
+            if batch:
+                self._store_batch(batch)
+
+    def _store_batch(self, batch: list[Result]) -> None:
+        """Hand ``batch`` to the store, release its keys' claims and empty it."""
+        try:
+            self.store.insert_many(batch)
+        finally:
+            inflight = self.session._inflight
+            for result in batch:
+                if inflight.get(result[0]) is self:
+                    del inflight[result[0]]
+            if self.session._waiting:
+                with self.session._cond:
+                    self.session._cond.notify_all()
+            if self.progress is not None:
+                self.progress.tick(len(batch))
+            batch.clear()
 
     def run_node(self, n: Node) -> None:
         """Run ``n`` here (or reuse a result its inputs allow, or another pull produced)."""
@@ -353,7 +463,7 @@ class Pull:
             value = self._claim(n)
             if value is not MISSING:
                 self.values[n._key] = value  # type: ignore[index]
-                self.record.append((n, "hit", "memory"))
+                self.record.log.append((n, "hit", "memory"))
                 if n._dependents is not None:
                     self._verified(n, changed=n._prev_key is not None)
                 self._release(n)
@@ -454,22 +564,20 @@ class Pull:
         self.values[k] = value
         options = n.options
         if options.cache:
-            self.store.insert(
-                k, value, options.name, seconds, n._persistable, options.spill, options.persist
-            )
+            self.store.insert_many([(k, value, footprint(value), seconds, options, n._persistable)])
             self.release_claim(n)
         elif n.func is not _input_value:  # an Input's value is not a computation
             self.store.note_compute(options.name, seconds)
         if n._dependents is not None:
             same, digest = self._same_as_before(n, value)
-            self.record.append((n, "ran", self._why(n, not same)))
+            self.record.log.append((n, "ran", self._why(n, not same)))
             self._verified(n, changed=not same)
             if digest is not None:
                 n._result_hash = digest
         else:
             # _verified_at is otherwise unused on a node that never goes stale: here it
             # tells a first computation from a recomputation after eviction.
-            self.record.append((n, "ran", "new" if n._verified_at < 0 else "not cached"))
+            self.record.log.append((n, "ran", "new" if n._verified_at < 0 else "not cached"))
             n._verified_at = self.revision
         self._release(n)
         if self.progress is not None:
@@ -516,7 +624,7 @@ class Pull:
                 spill=n.options.spill,
                 persist=n.options.persist,
             )
-        self.record.append((n, "cutoff", ""))
+        self.record.log.append((n, "cutoff", ""))
         self._verified(n, changed=False)
         self._release(n)
         return True

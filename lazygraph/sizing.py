@@ -27,7 +27,7 @@ import types
 from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["Part", "footprint", "freeze", "sizeof"]
+__all__ = ["FAST_FOOTPRINTS", "Part", "footprint", "freeze", "sizeof"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,12 @@ def _safe_getsizeof(obj: object) -> int:
         return 64
 
 
-def _fast_scalar(obj: Any) -> tuple[Part, ...]:
-    return _private(_getsizeof(obj))
+def _fast_scalar(
+    obj: Any, _size: Any = _getsizeof, _cache: dict[int, tuple[Part, ...]] = _PRIVATE_CACHE
+) -> tuple[Part, ...]:
+    # One per computed int or float: the cached parts without a call to _private.
+    parts = _cache.get(_size(obj))
+    return parts if parts is not None else _private(_size(obj))
 
 
 def _fast_text(obj: Any) -> tuple[Part, ...]:
@@ -147,6 +151,9 @@ _FAST: dict[type, Callable[[Any], tuple[Part, ...]]] = {
     bytes: _fast_text,
     tuple: _fast_tuple,
 }
+#: What ``footprint`` tries first, by exact type (numpy, pandas and torch join when first
+#: seen). A per-node caller looks here itself to save a call: ``FAST_FOOTPRINTS.get(type(v))``.
+FAST_FOOTPRINTS = _FAST
 
 
 # ---------------------------------------------------------------------------------------------

@@ -356,3 +356,181 @@ def test_node_in_a_container_and_at_top_level_is_replaced_in_both(session):
 
     v = val()
     assert both(v, [v, 2]).compute() == (7, [7, 2])
+
+
+# -- the sync loop's batches: small results reach the store 64 at a time ----------------------
+
+
+def _chain(calls, length, fail_at=None):
+    """``length`` small nodes, each adding one to the last; node ``fail_at`` raises."""
+
+    @counted(calls)
+    def step(x, i):
+        if i == fail_at:
+            raise ValueError(f"step {i} is broken")
+        return x + 1
+
+    nodes = [step(0, 0)]
+    for i in range(1, length):
+        nodes.append(step(nodes[-1], i))
+    return nodes
+
+
+def test_results_before_a_failure_are_stored_whatever_the_batch(session, calls):
+    nodes = _chain(calls, 150, fail_at=130)  # two full batches, then 2 results in the third
+    with pytest.raises(NodeError, match="step 130 is broken"):
+        nodes[-1].compute()
+    assert calls["step"] == 131
+    assert not session._inflight
+    assert session.stats().computes == 130
+    assert all(session.store.location(n._key) == "memory" for n in nodes[:130])
+    assert nodes[129].compute() == 130 and calls["step"] == 131  # stored, not rerun
+
+
+def test_an_interrupt_stores_the_results_before_it(session, calls):
+    state = {"stop": True}
+
+    @counted(calls)
+    def step(x):
+        return x + 1
+
+    @counted(calls)
+    def stopper(x):
+        if state["stop"]:
+            raise KeyboardInterrupt
+        return x
+
+    nodes = [step(0)]
+    for _ in range(99):
+        nodes.append(step(nodes[-1]))
+    root = stopper(nodes[-1])
+    with pytest.raises(KeyboardInterrupt):
+        root.compute()
+    assert not session._inflight
+    state["stop"] = False
+    assert root.compute() == 100
+    assert calls == {"step": 100, "stopper": 2}
+
+
+def test_a_large_result_reaches_the_store_before_the_next_node_runs(session):
+    seen = {}
+
+    @node
+    def big():
+        return np.zeros(100_000)  # 800 kB: the store's byte budget must see it at once
+
+    @node
+    def small(a):
+        return 1
+
+    @node
+    def look(a, b):
+        store = lazygraph.current_session().store
+        seen["big"] = store.location(a_node._key)
+        seen["bytes"] = store.stats().bytes_in_memory
+        return b
+
+    a_node = big()
+    look(a_node, small(a_node)).compute()
+    assert seen["big"] == "memory"
+    assert seen["bytes"] >= 800_000
+
+
+def test_a_pull_in_another_thread_waits_for_a_batched_result(session, calls):
+    reached, go = threading.Event(), threading.Event()
+
+    @counted(calls)
+    def step(x):
+        return x + 1
+
+    @counted(calls)
+    def gate(x):
+        reached.set()
+        assert go.wait(10)
+        return x
+
+    nodes = [step(0)]
+    for _ in range(9):
+        nodes.append(step(nodes[-1]))
+    root = step(gate(nodes[-1]))
+    results = {}
+    first = threading.Thread(target=lambda: results.setdefault("first", root.compute()))
+    first.start()
+    assert reached.wait(10)  # ten results wait in the first pull's batch, their keys claimed
+    second = threading.Thread(target=lambda: results.setdefault("second", nodes[-1].compute()))
+    second.start()
+    for _ in range(1000):  # until the second pull waits for a claimed key
+        if session._waiting:
+            break
+        threading.Event().wait(0.01)
+    assert session._waiting, "the second pull did not wait for the first one's claim"
+    go.set()
+    first.join(10)
+    second.join(10)
+    assert results == {"first": 11, "second": 10}
+    assert calls == {"step": 11, "gate": 1}  # nothing ran twice
+
+
+def test_progress_counts_every_node_of_a_batched_pull(calls):
+    nodes = _chain(calls, 200)
+    with Session(progress=True) as session:
+        assert nodes[-1].compute() == 200
+        assert session.history[-1].progress.done == 200
+
+
+def test_freeze_applies_before_a_dependent_runs():
+    @node
+    def make():
+        return np.arange(3.0)  # small, but a buffer: stored (and frozen) at once
+
+    @node
+    def scribble(a):
+        a[0] = 99.0
+        return a
+
+    with Session(freeze=True, progress=False):
+        with pytest.raises(NodeError) as info:
+            scribble(make()).compute()
+        assert isinstance(info.value.__cause__, ValueError)
+        assert make().compute()[0] == 0.0
+
+
+def test_dependencies_are_each_node_once_in_argument_order(session):
+    @node
+    def val(x):
+        return x
+
+    @node
+    def combine(*args, **kwargs):
+        return args, kwargs
+
+    x, y = val(1), val(2)
+    assert combine(x, x).deps == (x,)
+    assert combine(x, 5).deps == (x,)
+    assert combine(y, x).deps == (y, x)
+    assert combine(x, y, x).deps == (x, y)
+    assert combine(1, k=x).deps == (x,)
+    assert combine(y, k=x).deps == (y, x)
+    assert combine(x, [y, x]).deps == (x, y)
+    assert combine(x, y, x, k=y).compute() == ((1, 2, 1), {"k": 2})
+
+
+def test_a_fresh_pull_counts_one_miss_per_node_planned(session):
+    nodes = []
+
+    @node
+    def inc(v):
+        return v + 1
+
+    n = 0
+    for _ in range(100):
+        n = inc(n)
+        nodes.append(n)
+    @node
+    def double(v):
+        return 2 * v
+
+    n.compute()
+    assert (session.stats().misses, session.stats().hits) == (100, 0)
+    double(nodes[49]).compute()  # plans double: a miss; stops at nodes[49]: a hit
+    assert (session.stats().misses, session.stats().hits) == (101, 1)

@@ -6,9 +6,30 @@ Covers: the record kept per cached result. Does not cover: any policy (see the t
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["MISSING", "Entry", "Missing"]
+__all__ = ["MISSING", "Entry", "Missing", "Policy", "Result"]
+
+
+class Policy(Protocol):
+    """What the store may do with a result: its name in reports, may it spill, may it persist.
+
+    A node's ``NodeOptions`` is one; ``Store.put`` makes its own from keywords.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def spill(self) -> bool: ...
+
+    @property
+    def persist(self) -> bool: ...
+
+
+#: One result for ``Store.insert_many``: key, value, ``sizing.footprint(value)``, seconds it
+#: took, its Policy, persistable (False when its key holds an identity token).
+Result = tuple[bytes, Any, tuple[tuple[Any, int, str], ...], float, Policy, bool]
 
 
 class Missing:
@@ -67,6 +88,7 @@ class Entry:
         persistable: bool,
         spill: bool,
         persist: bool,
+        created: float | None = None,
     ) -> None:
         self.key = key
         self.value = value
@@ -77,7 +99,7 @@ class Entry:
         self.persistable = persistable
         self.spill = spill
         self.persist = persist
-        self.created = time.time()
+        self.created = time.time() if created is None else created
         self.hits = 0
         self.type = type(value).__name__
         self.summary: str | None = None  # filled in when the entry is written to a file

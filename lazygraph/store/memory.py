@@ -26,7 +26,7 @@ hot path. The policy here is the same (evict from the least recently used end).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from .base import Entry
 
@@ -71,15 +71,21 @@ class MemoryTier:
 
         An entry larger than the whole budget is not kept: it comes back in the list.
         """
-        old = self._entries.pop(entry.key, None)
-        if old is not None:
-            self._account(old, -1)
-        self._entries[entry.key] = entry
-        parts = entry.parts
-        if len(parts) == 1 and parts[0][0] is None and parts[0][2] == "cpu":
-            self.cpu_bytes += parts[0][1]  # the common small result: private CPU bytes only
-        else:
-            self._account(entry, +1)
+        return self.put_many((entry,))
+
+    def put_many(self, entries: Iterable[Entry]) -> list[Entry]:
+        """``put`` each of ``entries`` in order, then evict what no longer fits."""
+        table = self._entries
+        for entry in entries:
+            old = table.pop(entry.key, None)
+            if old is not None:
+                self._account(old, -1)
+            table[entry.key] = entry
+            parts = entry.parts
+            if len(parts) == 1 and parts[0][0] is None and parts[0][2] == "cpu":
+                self.cpu_bytes += parts[0][1]  # the common small result: private CPU bytes
+            else:
+                self._account(entry, +1)
         if self.cpu_bytes <= self.max_bytes and not self.cuda_bytes:
             return _NOTHING
         return self._shrink()

@@ -15,14 +15,16 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .. import cuda
 from ..sizing import footprint, freeze
-from .base import MISSING, Entry
+from .base import MISSING, Entry, Result
 from .files import FileTier
 from .memory import MemoryTier
 from .secret import load_or_create_secret
@@ -34,6 +36,14 @@ log = logging.getLogger(__name__)
 __all__ = ["Store", "Stats"]
 
 _ABSENT = (MISSING, "absent")
+
+
+class _Policy(NamedTuple):
+    """The Policy ``Store.put`` makes from its keywords."""
+
+    name: str
+    spill: bool
+    persist: bool
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,10 @@ class Store:
         self._lock = threading.RLock()
         self._memory = MemoryTier(config.memory_limit, max_cuda_bytes=config.cuda_limit)
         self._weak = WeakTier(self._forget_record)
+        # The tiers' own dicts, for the membership tests on the per-node paths (find,
+        # memory_hit): a method call per tier would cost more than the test.
+        self._entries = self._memory._entries
+        self._weak_refs = self._weak._refs
         self._records: dict[bytes, Entry] = {}  # metadata of entries outside memory
         self._freeze = config.freeze
         self.hits = self.misses = self.computes = 0
@@ -121,6 +135,26 @@ class Store:
 
     def lookup(self, key: bytes) -> tuple[Any, str]:
         """``(value, location)`` for ``key``; ``(MISSING, "absent")`` when no tier has it."""
+        found = self.find(key)
+        if found[0] is MISSING:
+            self.count_misses(1)
+        return found
+
+    def find(self, key: bytes) -> tuple[Any, str]:
+        """``lookup`` without counting a miss: for a planner that counts them at the end.
+
+        The per-node call of a pull's plan. A key that no tier holds (what every node of a
+        new graph is) is answered from dict membership alone, without the lock: each test
+        is atomic, and a result stored meanwhile is found when the node is claimed.
+        """
+        if (
+            key not in self._entries
+            and key not in self._weak_refs
+            and key not in self._writing
+            and key not in self._files
+            and self._disk is None
+        ):
+            return _ABSENT
         with self._lock:
             entry = self._memory.get(key)
             if entry is not None:
@@ -135,15 +169,15 @@ class Store:
             if queued is not None and queued[0].value is not None:
                 self._count_hit(queued[0])
                 return queued[0].value, "memory"
-            if self._disk is None and key not in self._files:
-                self.misses += 1  # the common miss: no file could hold it
-                return _ABSENT
             value, where = self._load(key)
-            if value is MISSING:
-                self.misses += 1
-            else:
+            if value is not MISSING:
                 self._count_hit(self._records.get(key))
             return value, where
+
+    def count_misses(self, n: int) -> None:
+        """Add ``n`` lookups that found nothing (see ``find``)."""
+        with self._lock:
+            self.misses += n
 
     def _count_hit(self, entry: Entry | None) -> None:
         self.hits += 1
@@ -175,7 +209,7 @@ class Store:
 
         The re-pull fast path: the tier's LRU touch and the hit counting are inlined.
         """
-        entries = self._memory._entries
+        entries = self._entries
         with self._lock:
             entry = entries.get(key)
             if entry is None:
@@ -248,37 +282,40 @@ class Store:
         persist: bool = True,
     ) -> None:
         """Cache ``value`` under ``key`` (most recently used), demoting what no longer fits."""
-        self.insert(key, value, name, seconds, persistable, spill, persist, False)
+        policy = _Policy(name, spill, persist)
+        self.insert_many([(key, value, footprint(value), seconds, policy, persistable)], False)
 
-    def insert(
-        self,
-        key: bytes,
-        value: Any,
-        name: str,
-        seconds: float,
-        persistable: bool,
-        spill: bool,
-        persist: bool,
-        computed: bool = True,
-    ) -> None:
-        """``put`` with positional arguments that also counts one execution (``computed``).
+    def insert_many(self, results: Iterable[Result], computed: bool = True) -> None:
+        """Cache ``results`` in order (the last is the most recently used), under one lock.
 
-        The scheduler's per-node call: positional because matching eight keywords costs more
-        than the rest of building an Entry; counting here saves a second trip through the lock.
+        The scheduler's call: each finished node's result, or a batch of small ones. With
+        ``computed`` each counts as one execution of its function (``Session.report``).
         """
         if self._freeze:
-            freeze(value)
-        entry = Entry(key, value, footprint(value), name, seconds, persistable, spill, persist)
+            results = list(results)
+            for result in results:
+                freeze(result[1])
+        now = time.time()  # one clock read per batch: its results were made within a moment
         with self._lock:
+            entries = [
+                Entry(key, value, parts, policy.name, seconds, persistable, policy.spill,
+                      policy.persist, now)
+                for key, value, parts, seconds, policy, persistable in results
+            ]
             if computed:
-                self._tally(name, seconds)
+                for entry in entries:
+                    self._tally(entry.name, entry.seconds)
             if self._records:
-                self._records.pop(key, None)
-            evicted = self._memory.put(entry)
-            if self._memory.cpu_bytes > self.peak_bytes:
-                self.peak_bytes = self._memory.cpu_bytes
-            if self._disk is not None and persist and persistable and key not in self._files:
-                self._queue_write(entry, self._disk, spill=False)  # write-through: persist
+                for entry in entries:
+                    self._records.pop(entry.key, None)
+            memory = self._memory
+            evicted = memory.put_many(entries)
+            if memory.cpu_bytes > self.peak_bytes:
+                self.peak_bytes = memory.cpu_bytes
+            if self._disk is not None:
+                for entry in entries:  # write-through: persist
+                    if entry.persist and entry.persistable and entry.key not in self._files:
+                        self._queue_write(entry, self._disk, spill=False)
             if evicted:
                 self._demote_all(evicted)
             if self._unwritten_bytes and self._over_budget():
@@ -545,6 +582,7 @@ class Store:
             while self._memory.pop_lru() is not None:
                 pass
             self._weak = WeakTier(self._forget_record)
+            self._weak_refs = self._weak._refs
             self._records.clear()
             self._files.clear()
             self._pins.clear()
