@@ -228,6 +228,8 @@ def _cgroup_mounts(root: str) -> Iterator[tuple[str, str, str]]:
 
 def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as octal (\040).
+    if "\\" not in field:  # the common case: no regex per field
+        return field
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 
 from lazygraph.errors import CacheSecurityError, ConfigError, LazyGraphError
-from lazygraph.store.files import _HOST_TAG, _TMP_PREFIX, MISSING, FileTier, UnspillableError
+from lazygraph.store.files import _TMP_PREFIX, HOST_TAG, MISSING, FileTier, UnspillableError
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(range(32, 64))
@@ -427,7 +427,7 @@ def bytes_read() -> int:
     raise AssertionError("no rchar in /proc/self/io")
 
 
-def test_own_entries_reload_without_reading_foreign_ones_are_verified(tmp_path: Path):
+def test_untouched_entries_load_in_o1_anywhere_copies_are_verified_once(tmp_path: Path):
     cache = tmp_path / "c"
     data = np.ones(4_000_000)  # 32 MB
     with FileTier(cache, secret=SECRET) as tier:
@@ -437,26 +437,48 @@ def test_own_entries_reload_without_reading_foreign_ones_are_verified(tmp_path: 
         assert bytes_read() - before < 1_000_000  # O(1): header and pickle opcodes only
     result = run_child(
         """
-        import sys
+        import os, shutil, sys
         from pathlib import Path
+        import joblib.numpy_pickle  # imported now: its source files are reads too
         from lazygraph.store.files import FileTier
 
         def bytes_read():
             return int(open("/proc/self/io").read().split("rchar:")[1].split()[0])
 
+        key = bytes([1]) * 16
         with FileTier(Path(sys.argv[1]), secret=bytes(range(32))) as tier:
-            before = bytes_read()
-            first = tier.get(bytes([1]) * 16)
-            middle = bytes_read()
-            second = tier.get(bytes([1]) * 16)
-            print(middle - before, bytes_read() - middle, first.shape == second.shape)
+            reads = []
+            for step in ("untouched", "copied", "copied again"):
+                if step == "copied":  # same bytes and mtime, another inode: not the bound file
+                    path = Path(sys.argv[1]) / (key.hex() + ".joblib")
+                    shutil.copy2(path, path.with_name("copy"))
+                    os.replace(path.with_name("copy"), path)
+                before = bytes_read()
+                assert tier.get(key).shape == (4_000_000,)
+                reads.append(bytes_read() - before)
+            print(*reads)
         """,
         str(cache),
     )
     assert result.returncode == 0, result.stderr
-    first, second, same = result.stdout.split()
-    assert int(first) >= data.nbytes  # the whole data was hashed before first use
-    assert int(second) < 1_000_000 and same == "True"  # then remembered for this process
+    untouched, copied, again = map(int, result.stdout.split())
+    assert untouched < 1_000_000  # the very file the writer bound: trusted in O(1)
+    assert copied >= data.nbytes  # another file: its payload was hashed before first use
+    assert again < 1_000_000  # then remembered for this process
+
+
+def test_the_pickle_stream_is_authenticated_even_when_the_file_is_trusted(tier, cache):
+    tier.put(K1, [np.ones(100_000), "label"], meta={})
+    path = entry_path(cache, K1)
+    st = path.stat()
+    content = bytearray(path.read_bytes())
+    where = content.index(b"label")  # a pickled string, outside the array payload
+    content[where : where + 5] = b"LABEL"
+    with open(path, "r+b") as f:  # in place: same inode
+        f.write(content)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the bound mtime put back
+    assert tier.get(K1) is MISSING
+    assert not path.exists()
 
 
 # -- hostile files ----------------------------------------------------------------------------
@@ -660,9 +682,9 @@ def test_stale_temp_files_are_cleaned_and_live_ones_kept(cache: Path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     names = {
-        "dead": f"{_TMP_PREFIX}{_HOST_TAG}-{dead.pid}-00000000-{K1.hex()}",
-        "live": f"{_TMP_PREFIX}{_HOST_TAG}-{os.getpid()}-00000001-{K1.hex()}",
-        "live_stalled": f"{_TMP_PREFIX}{_HOST_TAG}-{os.getpid()}-00000002-{K1.hex()}",
+        "dead": f"{_TMP_PREFIX}{HOST_TAG}-{dead.pid}-00000000-{K1.hex()}",
+        "live": f"{_TMP_PREFIX}{HOST_TAG}-{os.getpid()}-00000001-{K1.hex()}",
+        "live_stalled": f"{_TMP_PREFIX}{HOST_TAG}-{os.getpid()}-00000002-{K1.hex()}",
         "other_host": f"{_TMP_PREFIX}ffffffff-{dead.pid}-00000003-{K1.hex()}",
         "other_host_old": f"{_TMP_PREFIX}ffffffff-{dead.pid}-00000004-{K1.hex()}",
         "user_file": "notes.txt",

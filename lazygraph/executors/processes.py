@@ -213,13 +213,12 @@ def write_file(value: Any, directory: str) -> FileRef:
 
     Raises ``OSError`` (disk full) or ``UnspillableError`` (not picklable); leaves no file.
     """
-    from ..store.files import _dump
+    from ..store.entryfile import dump
 
     fd, path = tempfile.mkstemp(suffix=_SUFFIX, dir=directory)
     try:
-        with os.fdopen(fd, "wb") as sink:
-            # a file has the write() and tell() that _dump's hashing sink stands in for
-            _dump(value, sink)  # type: ignore[arg-type]
+        with os.fdopen(fd, "wb") as file:
+            dump(value, file)
     except BaseException:
         _unlink_quiet(path)
         raise

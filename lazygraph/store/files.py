@@ -7,32 +7,43 @@ copy-on-write), authenticating entries before anything is unpickled, a last-use 
 LRU eviction under a byte budget, and cleaning temp files left by killed writers.
 
 Does not cover: deciding what to spill or persist and keeping entries in memory when a write
-fails (the store does that), the directory's ownership checks (``cachedir.py``) or the
-secret itself (``secret.py``).
+fails (the store does that), the directory's ownership checks (``cachedir.py``), the
+secret itself (``secret.py``) or the bytes of an entry (``entryfile.py``: the format below).
 
 Format. ``<key hex>.joblib`` holds the joblib stream (uncompressed, so arrays can be mapped)
-followed by a trailer: a JSON header (format, key, data length, xxh3-128 of the data, the
-store's metadata), a 32-byte MAC over the header, and a 16-byte footer (header length and a
-magic). One file per entry means one ``rename`` publishes it: a reader sees the old entry or
-the new one, never a data file paired with another writer's metadata.
+followed by a trailer: a JSON header, a 32-byte MAC over the header, and a 16-byte footer
+(header length and a magic). One file per entry means one ``rename`` publishes it: a reader
+sees the old entry or the new one, never a data file paired with another writer's metadata.
+The header holds the key, the data length, the store's metadata and what binds the data:
 
-Why a planted or altered file is never unpickled. The MAC is blake2b keyed with the
-per-user secret, kept outside the cache directory, so only a holder of the secret can make a
-header that verifies, and the header names its key (an entry renamed to another key fails).
-The data is bound to the header by its checksum: before the first load in a process, the
-whole data part is hashed and compared (xxh3 runs at memory speed: ~50 ms per GB from the
-page cache; from a cold cache, as fast as the disk reads). An entry this process wrote, or
-already verified, is recognised by its (key, device, inode, size, mtime, checksum) signature
-and loaded in O(1) (a memory map, no read).
+- ``pickle_mac``: a keyed blake2b MAC over the *pickle stream*, every byte of the data but
+  the raw bytes of arrays of 64 KiB or more (``payload``: their ``[offset, length]``
+  regions). That is every byte unpickling interprets: opcodes, small values, padding, the
+  shape and dtype of each array. It is checked on every load, before anything is
+  unpickled; it costs a few kilobytes of reading for an entry of large arrays.
+- ``payload_xxh3``: a fast checksum (xxh3-128, seeded from the secret) of the payload
+  regions, and ``bound``: the device, inode and mtime (set by the writer) of the file as
+  written. A reader whose ``fstat`` shows exactly ``bound`` has the very file the writer
+  checksummed, untouched since (any write through the OS moves the mtime), and maps it in
+  O(1), in any process. Any other file with this header (copied, restored, touched,
+  rewritten in place) has its payload hashed before its first use in a process (~50 ms
+  per GB from the page cache) and is then remembered for that process.
 
-The honest limit: xxh3 is not a cryptographic hash, even seeded from the secret. It detects
-corruption (truncation, garbage, a restored or half-copied file), and the header MAC stops
-every file made without the secret; it would not stop someone who can already write into the
-0700 directory *and* crafts an xxh3 collision against a valid header, which is why
-directories that others can write to are refused outright. Symbolic links are never
-followed (``O_NOFOLLOW``). An in-place change that keeps inode, size and mtime (same
-timestamp tick as the write) is not seen by the writing process: that is the price of the
-O(1) reload.
+Why a planted or altered file is never unpickled. The MACs are keyed with the per-user
+secret, kept outside the cache directory, so only a holder of the secret can make a header
+or a pickle stream that verifies, and the header names its key (an entry renamed to another
+key fails). The payload is raw numbers whose layout the authenticated stream fixes: altered
+payload bytes can change values, never what is executed.
+
+The honest limits: xxh3 is not a cryptographic hash, and the O(1) path trusts the mtime. A
+payload altered in place by someone who can write into the 0700 directory *and* puts the
+mtime back (``os.utime``) is not seen; nor is an in-place write within the same timestamp
+tick as the writer's (the store's writers never write in place: they replace by rename).
+Directories that others can write to are refused outright, so that someone is this user
+(or root). Symbolic links are never followed (``O_NOFOLLOW``). How payloads are found:
+joblib asks its pickler's ``np.nditer`` for an array's bytes right before writing them; a
+joblib that stopped doing so would leave every byte in the MAC'd stream (slower to verify,
+never less safe).
 
 Read-only mappings: arrays come back read-only, and the pages stay backed by the file, so a
 file truncated underneath a live mapping makes the next access fault (SIGBUS), as with any
@@ -52,16 +63,12 @@ True
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
-import pickle
 import re
 import secrets
 import socket
 import stat
-import struct
-import sys
 import threading
 import time
 import weakref
@@ -69,37 +76,50 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-import numpy as np
 import xxhash
 
 from ..errors import ConfigError, LazyGraphError
 from .base import MISSING
 from .cachedir import check_private_stat, ensure_private_dir
-from .secret import mac, verify_mac
+from .entryfile import (
+    UnspillableError,
+    encode_header,
+    payload_matches,
+    payload_regions,
+    pickle_intact,
+    read_header,
+    write_entry,
+)
+from .secret import mac
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MISSING", "EntryInfo", "FileTier", "UnspillableError"]
+__all__ = ["HOST_TAG", "MISSING", "EntryInfo", "FileTier", "UnspillableError", "process_gone"]
 
 _SUFFIX = ".joblib"
 _ENTRY_NAME = re.compile(r"[0-9a-f]{2,128}\.joblib")
 _TMP_PREFIX = ".lgtmp-"
-_MAGIC = b"LGENTRY1"
-_FOOTER = struct.Struct("<Q8s")
-_TAG_BYTES = 32
-_FORMAT = 1
-_MAX_HEADER = 1 << 20
 _STALE_TEMP_SECONDS = 60.0
 _RESCAN_SECONDS = 5.0
-_HOST_TAG = xxhash.xxh3_64_hexdigest(socket.gethostname().encode())[:8]
+
+
+
+def _host_tag() -> str:
+    """8 hex digits naming this host *and* pid namespace: a pid means one process under it.
+
+    Two containers may share a hostname and a directory; their pids are not comparable.
+    """
+    try:
+        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:  # no procfs: the hostname alone
+        namespace = ""
+    return xxhash.xxh3_64_hexdigest(f"{socket.gethostname()}\0{namespace}".encode())[:8]
+
+
+HOST_TAG = _host_tag()
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
-_READ_CHUNK = 1 << 20  # small enough to stay in cache between the read and the hash
-
-
-class UnspillableError(LazyGraphError, TypeError):
-    """A value (or its metadata) cannot be written to a file; nothing was written."""
 
 
 @dataclass(frozen=True)
@@ -199,9 +219,9 @@ class FileTier:
         way no partial entry is left behind and an older entry under ``key`` stays intact.
         """
         self._check_open()
-        _encode_header(key, 0, "", meta)  # a bad meta fails now, not after writing the data
+        encode_header(key, 0, meta)  # a bad meta fails now, not after writing the data
         name = key.hex() + _SUFFIX
-        tmp = f"{_TMP_PREFIX}{_HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}-{key.hex()}"
+        tmp = f"{_TMP_PREFIX}{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}-{key.hex()}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600, dir_fd=self._dirfd)
         try:
@@ -257,7 +277,7 @@ class FileTier:
         if fd is None:
             return None
         try:
-            header = _read_header(fd, os.fstat(fd), self._secret, key.hex())
+            header = read_header(fd, os.fstat(fd), self._secret, key.hex())
         finally:
             os.close(fd)
         if header is None:
@@ -306,23 +326,18 @@ class FileTier:
     def _write(
         self, fd: int, key: bytes, value: object, meta: dict[str, object]
     ) -> tuple[int, str]:
-        """Dump ``value`` and the authenticated trailer into ``fd``, fsync; (size, digest)."""
-        with os.fdopen(fd, "wb", closefd=False) as raw:
-            sink = _HashingSink(raw, xxhash.xxh3_128(seed=self._seed))
-            _dump(value, sink)
-            data_len = raw.tell()
-            header = _encode_header(key, data_len, sink.hasher.hexdigest(), meta)
-            tag = mac(self._secret, b"entry", header)
-            raw.write(header + tag + _FOOTER.pack(len(header), _MAGIC))
-            size = raw.tell()
+        """Write the entry into ``fd`` and fsync it; (size, payload digest)."""
+        size, bound, digest = write_entry(
+            fd, key, value, meta, secret=self._secret, seed=self._seed
+        )
         if self.disk_limit is not None and size > self.disk_limit:
             raise OSError(
                 errno.EFBIG,
                 f"entry of {size} bytes is larger than disk_limit ({self.disk_limit} bytes)",
             )
-        os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))  # last use = now
+        os.utime(fd, ns=(bound[2], bound[2]))  # the bound mtime again; last use = now
         os.fsync(fd)
-        return size, sink.hasher.hexdigest()
+        return size, digest
 
     def _sync_dir(self) -> None:
         try:
@@ -369,16 +384,20 @@ class FileTier:
         if not stat.S_ISREG(st.st_mode):
             self._reject(name, "is not a regular file")
             return MISSING
-        header = _read_header(fd, st, self._secret, key.hex())
+        header = read_header(fd, st, self._secret, key.hex())
         if header is None:
-            self._reject(name, "fails authentication (planted, altered or from another user)")
+            self._reject(
+                name,
+                "fails authentication (planted, altered, from another user or written by "
+                "another version of lazygraph)",
+            )
             return MISSING
-        sig = (key.hex(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, header["xxh3_128"])
-        if sig not in _VERIFIED:
-            if _checksum(fd, header["data_len"], self._seed) != header["xxh3_128"]:
-                self._reject(name, "data does not match its checksum (corrupted)")
-                return MISSING
-            _VERIFIED.add(sig)
+        if not pickle_intact(fd, header, self._secret):
+            self._reject(name, "pickle stream fails authentication (altered or corrupted)")
+            return MISSING
+        if not self._payload_intact(key, fd, st, header):
+            self._reject(name, "data does not match its checksum (corrupted)")
+            return MISSING
         value = self._unpickle(name)
         if value is MISSING:
             return MISSING
@@ -389,6 +408,26 @@ class FileTier:
             return MISSING
         self._stamp(fd, st)
         return value
+
+    def _payload_intact(self, key: bytes, fd: int, st: os.stat_result, header: dict) -> bool:
+        """True when the array payloads are what the writer checksummed.
+
+        O(1) for the very file the writer made, untouched since: same device and inode, and
+        the mtime the writer set (any write through the OS moves it). Otherwise (a copied,
+        restored, touched or rewritten file) the payloads are hashed, once per process.
+        """
+        if not payload_regions(header):
+            return payload_regions(header) is not None
+        if [st.st_dev, st.st_ino, st.st_mtime_ns] == header["bound"]:
+            return True
+        digest = str(header["payload_xxh3"])
+        sig = (key.hex(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, digest)
+        if sig in _VERIFIED:
+            return True
+        if not payload_matches(fd, header, self._seed):
+            return False
+        _VERIFIED.add(sig)
+        return True
 
     def _unpickle(self, name: str) -> object:
         import joblib
@@ -421,7 +460,7 @@ class FileTier:
         fd = self._open_entry(name)
         if fd is not None:
             try:
-                header = _read_header(fd, os.fstat(fd), self._secret, key_hex)
+                header = read_header(fd, os.fstat(fd), self._secret, key_hex)
             finally:
                 os.close(fd)
         created = float(header["created"]) if header else st.st_mtime
@@ -530,171 +569,24 @@ class FileTier:
             raise LazyGraphError(f"the file tier over {self.directory} is closed")
 
 
-class _HashingSink:
-    """A write-only file wrapper that hashes what passes through (joblib needs tell())."""
-
-    def __init__(self, raw: BinaryIO, hasher: Any) -> None:
-        self.raw = raw
-        self.hasher = hasher
-
-    def write(self, data: bytes) -> int:
-        self.hasher.update(data)
-        return self.raw.write(data)
-
-    def tell(self) -> int:
-        return self.raw.tell()
-
-
-def _dump(value: object, sink: _HashingSink) -> None:
-    """joblib's pickler (arrays written raw, so they can be mapped back), tensors as arrays."""
-    from joblib.numpy_pickle import NumpyPickler
-
-    pickler_class = _tensor_pickler_class() if "torch" in sys.modules else NumpyPickler
-    try:
-        pickler_class(sink, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    except (OSError, MemoryError):
-        raise
-    except Exception as exc:  # pickling fails with many types: TypeError, PicklingError, ...
-        raise UnspillableError(
-            f"cannot write a {type(value).__name__} to a file: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-_TENSOR_PICKLER: list[type] = []
-
-
-def _tensor_pickler_class() -> type:
-    """NumpyPickler that stores CPU tensors as arrays (so they are mapped back, not read)."""
-    if not _TENSOR_PICKLER:
-        from joblib.numpy_pickle import NumpyPickler
-
-        class TensorPickler(NumpyPickler):
-            def reducer_override(self, obj: object) -> Any:
-                torch = sys.modules["torch"]
-                if isinstance(obj, torch.Tensor):
-                    return _reduce_tensor(obj)
-                return NotImplemented
-
-        _TENSOR_PICKLER.append(TensorPickler)
-    return _TENSOR_PICKLER[0]
-
-
-_INT_OF_SIZE = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
-
-
-def _reduce_tensor(tensor: Any) -> Any:
-    """(restore, args) storing a CPU tensor's data as a numpy array; NotImplemented otherwise."""
-    torch = sys.modules["torch"]
-    if tensor.device.type != "cpu" or tensor.layout != torch.strided or tensor.is_quantized:
-        return NotImplemented  # torch's own pickling keeps device and layout
-    base = tensor.detach().resolve_conj().resolve_neg().contiguous()
-    dtype_name = None
-    try:
-        array = base.numpy()
-    except TypeError:  # bfloat16, float8...: no numpy dtype, so store the bits as integers
-        int_name = _INT_OF_SIZE.get(base.element_size())
-        if int_name is None:
-            return NotImplemented
-        array = base.view(getattr(torch, int_name)).numpy()
-        dtype_name = str(base.dtype).removeprefix("torch.")
-    is_parameter = isinstance(tensor, torch.nn.Parameter)
-    return _restore_tensor, (array, dtype_name, bool(tensor.requires_grad), is_parameter)
-
-
-def _restore_tensor(
-    array: np.ndarray, dtype_name: str | None, requires_grad: bool, is_parameter: bool
-) -> Any:
-    """Rebuild a tensor over the mapped pages (called by the unpickler)."""
-    import torch
-
-    tensor = torch.from_numpy(_writable_view(array))
-    if dtype_name is not None:
-        tensor = tensor.view(getattr(torch, dtype_name))
-    if is_parameter:
-        return torch.nn.Parameter(tensor, requires_grad=requires_grad)
-    return tensor.requires_grad_(requires_grad)
-
-
-def _writable_view(array: np.ndarray) -> np.ndarray:
-    """A writable array over the same file pages: a copy-on-write (MAP_PRIVATE) mapping.
-
-    torch has no read-only tensors: sharing a read-only mapping would turn an in-place op
-    into a segfault, and a copy would read the whole file. Copy-on-write maps the same page
-    cache and copies only the pages actually written, which never reach the file.
-    """
-    if array.flags.writeable:
-        return array
-    if isinstance(array, np.memmap) and array.filename is not None and array.size:
-        return np.memmap(
-            array.filename, dtype=array.dtype, mode="c", offset=array.offset, shape=array.shape
-        )
-    return array.copy()
-
-
-def _encode_header(key: bytes, data_len: int, digest: str, meta: dict[str, object]) -> bytes:
-    header = {
-        "format": _FORMAT,
-        "key": key.hex(),
-        "data_len": data_len,
-        "xxh3_128": digest,
-        "created": time.time(),
-        "meta": meta,
-    }
-    try:
-        return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        raise UnspillableError(
-            f"meta must hold JSON values (str, int, float, bool, None, lists, dicts): {exc}"
-        ) from exc
-
-
-def _read_header(fd: int, st: os.stat_result, secret: bytes, key_hex: str) -> dict[str, Any] | None:
-    """The entry's header if its MAC verifies and it describes this file and key, else None."""
-    size = st.st_size
-    if size < _FOOTER.size + _TAG_BYTES:
-        return None
-    header_len, magic = _FOOTER.unpack(os.pread(fd, _FOOTER.size, size - _FOOTER.size))
-    data_len = size - _FOOTER.size - _TAG_BYTES - header_len
-    if magic != _MAGIC or header_len > _MAX_HEADER or data_len < 0:
-        return None
-    blob = os.pread(fd, header_len + _TAG_BYTES, data_len)
-    raw, tag = blob[:header_len], blob[header_len:]
-    if len(tag) != _TAG_BYTES or not verify_mac(secret, tag, b"entry", raw):
-        return None
-    header: dict[str, Any] = json.loads(raw)  # authenticated: we wrote this JSON
-    if header.get("format") != _FORMAT or header.get("key") != key_hex:
-        return None
-    return header if header.get("data_len") == data_len else None
-
-
-def _checksum(fd: int, length: int, seed: int) -> str:
-    """xxh3-128 of the first ``length`` bytes, read with pread.
-
-    pread rather than mmap: a file truncated while we hash gives a short read (a mismatch)
-    instead of SIGBUS killing the process.
-    """
-    hasher = xxhash.xxh3_128(seed=seed)
-    buffer = bytearray(_READ_CHUNK)
-    view = memoryview(buffer)
-    offset = 0
-    while offset < length:
-        got = os.preadv(fd, [view[: min(_READ_CHUNK, length - offset)]], offset)
-        if got == 0:
-            break
-        hasher.update(view[:got])
-        offset += got
-    return hasher.hexdigest()
-
-
 def _writer_gone(temp_name: str) -> bool:
     """True when a temp file's writer ran on this host and its pid no longer exists."""
     parts = temp_name[len(_TMP_PREFIX) :].split("-")
-    if len(parts) < 2 or parts[0] != _HOST_TAG or not parts[1].isdigit():
+    return len(parts) >= 2 and process_gone(parts[0], parts[1])
+
+
+def process_gone(host_tag: str, pid: str) -> bool:
+    """True when ``pid`` (a decimal string) named a process of this ``HOST_TAG`` that is gone.
+
+    False whenever unsure: another host or namespace, a pid that exists (maybe reused), or
+    one we may not signal.
+    """
+    if host_tag != HOST_TAG or not pid.isdigit():
         return False
     try:
-        os.kill(int(parts[1]), 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return True
-    except PermissionError:
+    except (PermissionError, OverflowError):
         return False
     return False

@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -25,7 +26,7 @@ from typing import Any, NamedTuple
 from .. import cuda
 from ..sizing import footprint, freeze
 from .base import MISSING, Entry, Result
-from .files import FileTier
+from .files import HOST_TAG, FileTier, process_gone
 from .memory import MemoryTier
 from .secret import load_or_create_secret
 from .weak import WeakTier
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 __all__ = ["Store", "Stats"]
 
 _ABSENT = (MISSING, "absent")
+_SPILL_PREFIX = "lazygraph-spill-"
 
 
 class _Policy(NamedTuple):
@@ -460,7 +462,7 @@ class Store:
         if self._disk is not None and self.config.persist and entry.persist and entry.persistable:
             return self._disk
         if self._spill_tier is None:
-            self._spill_dir = tempfile.mkdtemp(prefix="lazygraph-spill-")
+            self._spill_dir = make_spill_dir()
             self._spill_dirs.append(self._spill_dir)
             self._spill_tier = FileTier(
                 Path(self._spill_dir), secret=os.urandom(32), disk_limit=None
@@ -591,6 +593,36 @@ class Store:
                     tier.close()
             self._release()  # removes the spill directory (the writer is stopped already)
             self._spill_dir = None
+
+
+def make_spill_dir(base: str | None = None) -> str:
+    """A new private spill directory under ``base`` (the temp dir), named by host and pid.
+
+    First removes the spill directories of this user's processes that died without cleaning
+    up (killed, or the machine lost power): nothing else would ever delete their files.
+    """
+    base = tempfile.gettempdir() if base is None else base
+    _sweep_dead_spill_dirs(base)
+    return tempfile.mkdtemp(prefix=f"{_SPILL_PREFIX}{HOST_TAG}-{os.getpid()}-", dir=base)
+
+
+def _sweep_dead_spill_dirs(base: str) -> None:
+    try:
+        listing = list(os.scandir(base))
+    except OSError as exc:
+        log.debug("cannot list %s for dead spill directories: %s", base, exc)
+        return
+    for item in listing:
+        parts = item.name[len(_SPILL_PREFIX) :].split("-")
+        if not item.name.startswith(_SPILL_PREFIX) or len(parts) != 3:
+            continue
+        try:
+            st = item.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and process_gone(*parts[:2]):
+            log.info("removing spill directory %s left by a process that died", item.path)
+            shutil.rmtree(item.path, ignore_errors=True)
 
 
 def _release(writer: Writer, spill_dirs: list[str]) -> None:

@@ -25,7 +25,7 @@ import pytest
 import lazygraph
 from lazygraph import Session
 from lazygraph.store import cachedir
-from lazygraph.store.files import _HOST_TAG
+from lazygraph.store.files import HOST_TAG
 
 from ._helpers import Spec, block, build, entry_files, evaluate, run_child
 
@@ -166,7 +166,7 @@ def test_files_that_only_look_like_entries_are_never_loaded(tmp_path, payload, m
         f"{key}.pkl",
         key,
         f"{key}.JOBLIB",
-        f".lgtmp-{_HOST_TAG}-{dead_pid}-0000-{key}",
+        f".lgtmp-{HOST_TAG}-{dead_pid}-0000-{key}",
         f"{key}_01.npy",
     ]
     for name in odd:
@@ -277,7 +277,7 @@ def test_symlinks_in_the_cache_dir_are_never_followed(tmp_path, payload, marker,
         (cache / f"{node.key}.joblib").symlink_to(target)
     victim = tmp_path / "precious"
     victim.write_text("keep me")
-    (cache / f".lgtmp-{_HOST_TAG}-4000000-0000-{nodes[0].key}").symlink_to(victim)
+    (cache / f".lgtmp-{HOST_TAG}-4000000-0000-{nodes[0].key}").symlink_to(victim)
     before = calls.total()
     with Session(cache_dir=cache, progress=False):
         _check_all(nodes)

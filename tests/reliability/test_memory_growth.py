@@ -19,7 +19,7 @@ import pytest
 import lazygraph
 from lazygraph import Session
 
-from ._helpers import lazygraph_threads, run_child
+from ._helpers import lazygraph_threads, run_child, start_child
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -183,3 +183,40 @@ gc.collect()  # the session goes; only its store, held by the writer thread, wou
 def test_spill_directories_of_unclosed_sessions_are_removed_at_exit():
     kept, dropped = run_child(EXITING).stdout.split()
     assert not os.path.exists(kept) and not os.path.exists(dropped)
+
+
+KILLED = """
+import sys, time
+import lazygraph
+from reliability.test_memory_growth import _spill_something
+session = lazygraph.Session(memory_limit="64kB", spill_threshold="8kB", progress=False)
+print(_spill_something(session), flush=True)
+time.sleep(60)  # killed here
+"""
+
+
+def test_spill_directories_of_killed_processes_are_removed_by_the_next_spill(tmp_path):
+    from lazygraph.store.files import HOST_TAG
+    from lazygraph.store.store import make_spill_dir
+
+    child = start_child(KILLED, TMPDIR=str(tmp_path))
+    try:
+        killed = child.stdout.readline().strip()
+        assert os.path.isdir(killed) and os.listdir(killed), child.stderr.read()
+    finally:
+        child.kill()
+        child.wait(10)
+    assert os.path.isdir(killed), "SIGKILL leaves the directory: nothing ran at exit"
+    others = {  # a live process's, another host's, and a file: all left alone
+        "live": tmp_path / f"lazygraph-spill-{HOST_TAG}-{os.getpid()}-abc",
+        "other host": tmp_path / f"lazygraph-spill-00000000-{child.pid}-abc",
+    }
+    for path in others.values():
+        path.mkdir()
+    plain_file = tmp_path / f"lazygraph-spill-{HOST_TAG}-{child.pid}-def"
+    plain_file.write_text("not a directory")
+    fresh = make_spill_dir(str(tmp_path))
+    assert not os.path.exists(killed)
+    assert all(path.is_dir() for path in others.values()) and plain_file.is_file()
+    assert os.path.isdir(fresh) and f"-{os.getpid()}-" in os.path.basename(fresh)
+    os.rmdir(fresh)
