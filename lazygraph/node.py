@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from .errors import CycleError
+from .store.base import MISSING as _MISSING
 
 __all__ = ["Node", "Input", "NodeOptions", "NodeFactory", "node"]
 
@@ -96,6 +97,7 @@ class NodeOptions:
 
     __slots__ = (
         "_fp_entry",
+        "_key_prefix",
         "name",
         "version",
         "cache",
@@ -132,6 +134,7 @@ class NodeOptions:
         # and whether this factory replaced one of the same name with other code.
         self._fingerprint: bytes | None = None
         self._fp_entry: Any = None  # the keys cache entry last used (checked before reuse)
+        self._key_prefix = b""  # keys.SCHEME + that entry's fingerprint
         self._code_changed_at = -1
         self._replaced = False
 
@@ -258,7 +261,12 @@ class Node:
 
     def compute(self, *, executor: Any = None) -> Any:
         """Pull this node in the current Session and return its value (the very object)."""
-        return _current_session().compute(self, executor=executor)[0]
+        session = _current_session()
+        if executor is None:  # Session.compute's re-pull fast path, without its layer
+            value = session._memory_hit(self)
+            if value is not _MISSING:
+                return value
+        return session.compute(self, executor=executor)[0]
 
     def info(self) -> Any:
         """Where this node's result lives, its size, type and timings (see ``inspection``)."""

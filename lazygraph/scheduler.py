@@ -100,31 +100,32 @@ def _resolve(roots: Iterable[Node]) -> None:
         stack.pop()
         prefix = prefixes.get(n.options)
         if prefix is None:
-            prefix = prefixes[n.options] = SCHEME + _fingerprint(n)
+            prefix = prefixes[n.options] = _key_prefix(n)
         _set_key(n, prefix)
 
 
 def key_one(n: Node) -> None:
     """Key ``n``, whose dependencies all have keys (the new-Node hit path)."""
     if n._dependents is None:  # no Input upstream: no set() can race with this key
-        _set_key(n, SCHEME + _fingerprint(n))
+        _set_key(n, _key_prefix(n))
         return
     with _graph_lock:
         if n._key is None:
-            _set_key(n, SCHEME + _fingerprint(n))
+            _set_key(n, _key_prefix(n))
 
 
-def _fingerprint(n: Node) -> bytes:
-    """``n``'s code fingerprint, from the factory's cache entry while it is still valid."""
+def _key_prefix(n: Node) -> bytes:
+    """``SCHEME`` + ``n``'s code fingerprint, from its factory while the cache entry is valid."""
     options = n.options
     entry = options._fp_entry
     if entry is not None and entry.ref() is n.func and _still_valid(entry.checks):
-        return entry.fingerprint
+        return options._key_prefix
     fp = function_fingerprint(n.func, options.version)
     options._fp_entry = _CACHE.entry(n.func, options.version)
+    options._key_prefix = SCHEME + fp
     if options._fingerprint != fp:
         _code_changed(n, fp)
-    return fp
+    return options._key_prefix
 
 
 def _set_key(n: Node, prefix: bytes) -> None:
