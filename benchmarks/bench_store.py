@@ -195,9 +195,14 @@ class MappingStore:
         self.mapping = mapping
         self.computes = self.hits = self.misses = 0
 
-    def lookup(self, key: bytes) -> tuple[Any, str]:
+    def find(self, key: bytes) -> tuple[Any, str]:
         value = self.mapping.get(key, MISSING)
         return value, ("absent" if value is MISSING else "memory")
+
+    lookup = find
+
+    def count_misses(self, n: int) -> None:
+        self.misses += n
 
     def get(self, key: bytes) -> Any:
         return self.mapping.get(key, MISSING)
@@ -208,9 +213,11 @@ class MappingStore:
     def put(self, key: bytes, value: Any, **meta: Any) -> None:
         self.mapping[key] = value
 
-    def insert(self, key: bytes, value: Any, *meta: Any) -> None:
-        self.mapping[key] = value
-        self.computes += 1
+    def insert_many(self, results: Any, computed: bool = True) -> None:
+        mapping = self.mapping
+        for key, value, *_ in results:
+            mapping[key] = value
+        self.computes += len(results)
 
     def note_compute(self, name: str = "", seconds: float = 0.0) -> None:
         self.computes += 1
