@@ -10,6 +10,7 @@ memory, and the counters behind ``Session.stats()``. Does not cover: deciding wh
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import os
 import shutil
@@ -46,6 +47,10 @@ class _Policy(NamedTuple):
     name: str
     spill: bool
     persist: bool
+
+
+# A put names one of a few functions: the same few policies, made once each.
+_policy = functools.lru_cache(maxsize=1024)(_Policy)
 
 
 @dataclass(frozen=True)
@@ -284,7 +289,7 @@ class Store:
         persist: bool = True,
     ) -> None:
         """Cache ``value`` under ``key`` (most recently used), demoting what no longer fits."""
-        policy = _Policy(name, spill, persist)
+        policy = _policy(name, spill, persist)
         self.insert_many([(key, value, footprint(value), seconds, policy, persistable)], False)
 
     def insert_many(self, results: Iterable[Result], computed: bool = True) -> None:
@@ -298,18 +303,17 @@ class Store:
             for result in results:
                 freeze(result[1])
         now = time.time()  # one clock read per batch: its results were made within a moment
+        records = self._records
         with self._lock:
-            entries = [
-                Entry(key, value, parts, policy.name, seconds, persistable, policy.spill,
-                      policy.persist, now)
-                for key, value, parts, seconds, policy, persistable in results
-            ]
-            if computed:
-                for entry in entries:
-                    self._tally(entry.name, entry.seconds)
-            if self._records:
-                for entry in entries:
-                    self._records.pop(entry.key, None)
+            entries = []
+            for key, value, parts, seconds, policy, persistable in results:
+                entry = Entry(key, value, parts, policy.name, seconds, persistable,
+                              policy.spill, policy.persist, now)
+                entries.append(entry)
+                if computed:
+                    self._tally(entry.name, seconds)
+                if records:
+                    records.pop(key, None)
             memory = self._memory
             evicted = memory.put_many(entries)
             if memory.cpu_bytes > self.peak_bytes:
