@@ -28,6 +28,7 @@ import pytest
 
 from lazygraph.errors import CacheSecurityError, ConfigError, LazyGraphError
 from lazygraph.store.files import _TMP_PREFIX, HOST_TAG, MISSING, FileTier, UnspillableError
+from lazygraph.store.secret import mac
 
 SECRET = bytes(range(32))
 OTHER_SECRET = bytes(range(32, 64))
@@ -509,6 +510,20 @@ def test_planted_pickle_under_a_valid_header_is_never_unpickled(tier, cache, tmp
     assert tier.meta(K1) == {"name": "real"}  # the header itself is genuine
     assert tier.get(K1) is MISSING
     assert not marker.exists()
+
+
+def test_an_entry_of_an_older_format_is_recomputed_quietly(tier, cache, caplog):
+    """After an upgrade: authentic, but laid out differently; logged at INFO, not a warning."""
+    data = b"not read"
+    header = json.dumps({"format": 1, "key": K1.hex(), "data_len": len(data)}).encode()
+    tag = mac(SECRET, b"entry", header)
+    entry_path(cache, K1).write_bytes(data + header + tag + struct.pack("<Q8s", len(header),
+                                                                        b"LGENTRY1"))
+    with caplog.at_level(logging.INFO, logger="lazygraph.store.files"):
+        assert tier.get(K1) is MISSING
+    assert not entry_path(cache, K1).exists()
+    (record,) = [r for r in caplog.records if K1.hex() in r.getMessage()]
+    assert record.levelno == logging.INFO and "entry format 1 (now 2)" in record.getMessage()
 
 
 def split_entry(path: Path) -> tuple[bytes, bytes]:

@@ -40,6 +40,7 @@ __all__ = [
     "dump",
     "encode_header",
     "hash_ranges",
+    "other_format",
     "payload_matches",
     "payload_regions",
     "pickle_intact",
@@ -330,6 +331,27 @@ def bind(fd: int) -> list[int]:
 
 def read_header(fd: int, st: os.stat_result, secret: bytes, key_hex: str) -> dict[str, Any] | None:
     """The entry's header if its MAC verifies and it describes this file and key, else None."""
+    found = _authenticated_header(fd, st, secret)
+    if found is None:
+        return None
+    header, data_len = found
+    if header.get("format") != FORMAT or header.get("key") != key_hex:
+        return None
+    return header if header.get("data_len") == data_len else None
+
+
+def other_format(fd: int, st: os.stat_result, secret: bytes) -> object:
+    """The format of an authentic entry another lazygraph version wrote, else None."""
+    found = _authenticated_header(fd, st, secret)
+    if found is None or found[0].get("format") == FORMAT:
+        return None
+    return found[0].get("format")
+
+
+def _authenticated_header(
+    fd: int, st: os.stat_result, secret: bytes
+) -> tuple[dict[str, Any], int] | None:
+    """(header, data length) when the trailer is well formed and its MAC verifies."""
     size = st.st_size
     if size < FOOTER.size + TAG_BYTES:
         return None
@@ -341,10 +363,8 @@ def read_header(fd: int, st: os.stat_result, secret: bytes, key_hex: str) -> dic
     raw, tag = blob[:header_len], blob[header_len:]
     if len(tag) != TAG_BYTES or not verify_mac(secret, tag, b"entry", raw):
         return None
-    header: dict[str, Any] = json.loads(raw)  # authenticated: we wrote this JSON
-    if header.get("format") != FORMAT or header.get("key") != key_hex:
-        return None
-    return header if header.get("data_len") == data_len else None
+    header = json.loads(raw)  # authenticated: a lazygraph with this secret wrote this JSON
+    return (header, data_len) if isinstance(header, dict) else None
 
 
 def payload_regions(header: dict[str, Any]) -> list[tuple[int, int]] | None:

@@ -84,8 +84,10 @@ from ..errors import ConfigError, LazyGraphError
 from .base import MISSING
 from .cachedir import check_private_stat, ensure_private_dir
 from .entryfile import (
+    FORMAT,
     UnspillableError,
     encode_header,
+    other_format,
     payload_matches,
     payload_regions,
     pickle_intact,
@@ -386,11 +388,11 @@ class FileTier:
             return MISSING
         header = read_header(fd, st, self._secret, key.hex())
         if header is None:
-            self._reject(
-                name,
-                "fails authentication (planted, altered, from another user or written by "
-                "another version of lazygraph)",
-            )
+            version = other_format(fd, st, self._secret)
+            if version is not None:  # expected once after an upgrade: not a warning
+                self._reject(name, f"is in entry format {version} (now {FORMAT})", logging.INFO)
+            else:
+                self._reject(name, "fails authentication (planted, altered or from another user)")
             return MISSING
         if not pickle_intact(fd, header, self._secret):
             self._reject(name, "pickle stream fails authentication (altered or corrupted)")
@@ -527,12 +529,12 @@ class FileTier:
                     log.info("removing temp file %s left by an interrupted writer", item.name)
                     self._unlink(item.name)
 
-    def _reject(self, name: str, reason: str) -> None:
+    def _reject(self, name: str, reason: str, level: int = logging.WARNING) -> None:
         """Log a bad entry once, then delete it (a symlink itself, never its target)."""
         with self._lock:
             first = name not in self._warned
             self._warned.add(name)
-        level = logging.WARNING if first else logging.DEBUG
+        level = level if first else logging.DEBUG
         log.log(
             level,
             "cache entry %s in %s %s; deleted, it will be recomputed",
