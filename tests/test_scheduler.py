@@ -38,6 +38,21 @@ def counted(calls, name=None):
     return deco
 
 
+def _chain(calls, length, fail_at=None):
+    """``length`` small nodes, each adding one to the last; node ``fail_at`` raises."""
+
+    @counted(calls)
+    def step(x, i):
+        if i == fail_at:
+            raise ValueError(f"step {i} is broken")
+        return x + 1
+
+    nodes = [step(0, 0)]
+    for i in range(1, length):
+        nodes.append(step(nodes[-1], i))
+    return nodes
+
+
 def test_building_runs_nothing(session, calls):
     @counted(calls)
     def f(x):
@@ -284,22 +299,19 @@ def test_keyboard_interrupt_is_not_wrapped_and_store_stays_consistent(session, c
     state = {"interrupt": True}
 
     @counted(calls)
-    def first():
-        return 1
-
-    @counted(calls)
     def stopper(x):
         if state["interrupt"]:
             raise KeyboardInterrupt
         return x + 1
 
-    n = stopper(first())
+    steps = _chain(calls, 100)  # more than a batch of small results: all stored anyway
+    n = stopper(steps[-1])
     with pytest.raises(KeyboardInterrupt):
         n.compute()
     assert not session._inflight
     state["interrupt"] = False
-    assert n.compute() == 2
-    assert calls == {"first": 1, "stopper": 2}
+    assert n.compute() == 101
+    assert calls == {"step": 100, "stopper": 2}
 
 
 def test_compute_rejects_non_nodes(session):
@@ -361,21 +373,6 @@ def test_node_in_a_container_and_at_top_level_is_replaced_in_both(session):
 # -- the sync loop's batches: small results reach the store 64 at a time ----------------------
 
 
-def _chain(calls, length, fail_at=None):
-    """``length`` small nodes, each adding one to the last; node ``fail_at`` raises."""
-
-    @counted(calls)
-    def step(x, i):
-        if i == fail_at:
-            raise ValueError(f"step {i} is broken")
-        return x + 1
-
-    nodes = [step(0, 0)]
-    for i in range(1, length):
-        nodes.append(step(nodes[-1], i))
-    return nodes
-
-
 def test_results_before_a_failure_are_stored_whatever_the_batch(session, calls):
     nodes = _chain(calls, 150, fail_at=130)  # two full batches, then 2 results in the third
     with pytest.raises(NodeError, match="step 130 is broken"):
@@ -385,31 +382,6 @@ def test_results_before_a_failure_are_stored_whatever_the_batch(session, calls):
     assert session.stats().computes == 130
     assert all(session.store.location(n._key) == "memory" for n in nodes[:130])
     assert nodes[129].compute() == 130 and calls["step"] == 131  # stored, not rerun
-
-
-def test_an_interrupt_stores_the_results_before_it(session, calls):
-    state = {"stop": True}
-
-    @counted(calls)
-    def step(x):
-        return x + 1
-
-    @counted(calls)
-    def stopper(x):
-        if state["stop"]:
-            raise KeyboardInterrupt
-        return x
-
-    nodes = [step(0)]
-    for _ in range(99):
-        nodes.append(step(nodes[-1]))
-    root = stopper(nodes[-1])
-    with pytest.raises(KeyboardInterrupt):
-        root.compute()
-    assert not session._inflight
-    state["stop"] = False
-    assert root.compute() == 100
-    assert calls == {"step": 100, "stopper": 2}
 
 
 def test_a_large_result_reaches_the_store_before_the_next_node_runs(session):
@@ -515,17 +487,10 @@ def test_dependencies_are_each_node_once_in_argument_order(session):
     assert combine(x, y, x, k=y).compute() == ((1, 2, 1), {"k": 2})
 
 
-def test_a_fresh_pull_counts_one_miss_per_node_planned(session):
-    nodes = []
+def test_a_fresh_pull_counts_one_miss_per_node_planned(session, calls):
+    nodes = _chain(calls, 100)
+    n = nodes[-1]
 
-    @node
-    def inc(v):
-        return v + 1
-
-    n = 0
-    for _ in range(100):
-        n = inc(n)
-        nodes.append(n)
     @node
     def double(v):
         return 2 * v
