@@ -225,11 +225,16 @@ def _open_fds() -> dict[int, str]:
         names = os.listdir("/proc/self/fd")
     except OSError:  # not Linux: fall back to counting nothing rather than guessing
         return {}
+    # A listing of this process's fds open at this moment: our own, or psutil's in another
+    # thread (distributed's system monitor counts fds every few hundred ms). Not a leak.
+    listings = {"/proc/self/fd", f"/proc/{os.getpid()}/fd"}
     for name in names:
         try:
-            targets[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+            target = os.readlink(f"/proc/self/fd/{name}")
         except OSError:
             continue  # the fd of the listing itself, closed by now
+        if target not in listings:
+            targets[int(name)] = target
     return targets
 
 
