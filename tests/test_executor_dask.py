@@ -22,6 +22,7 @@ import test_executors  # noqa: E402 - after the importorskip
 from test_executors import calls, log_call  # noqa: E402
 
 dask_cluster = test_executors.dask_cluster  # the module-scoped LocalCluster fixture, shared
+session, log_dir = test_executors.session, test_executors.log_dir  # the same fixtures
 
 
 @node
@@ -74,17 +75,6 @@ def here_pid():
 def client(dask_cluster):
     with distributed.Client(dask_cluster, set_as_default=False) as c:
         yield c
-
-
-@pytest.fixture
-def session():
-    with Session(progress=False) as s:
-        yield s
-
-
-@pytest.fixture
-def log_dir(tmp_path):
-    return str(tmp_path)
 
 
 def test_work_runs_on_the_workers(session, client):

@@ -21,10 +21,10 @@ import threading
 import time
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from planted import Planted, planted_payload
 
 from lazygraph.errors import CacheSecurityError, ConfigError, LazyGraphError
 from lazygraph.store.files import _TMP_PREFIX, HOST_TAG, MISSING, FileTier, UnspillableError
@@ -44,16 +44,6 @@ def cache(tmp_path: Path) -> Path:
 def tier(cache: Path):
     with FileTier(cache, secret=SECRET) as opened:
         yield opened
-
-
-class Planted:
-    """Unpickling this creates ``marker``: the proof that a file was (not) unpickled."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
 
 
 class Point:
@@ -79,16 +69,6 @@ def run_child(code: str, *args: str, timeout: float = 60) -> subprocess.Complete
         text=True,
         timeout=timeout,
     )
-
-
-def planted_payload(marker: Path, tmp_path: Path) -> bytes:
-    """A joblib stream that creates ``marker`` when loaded; checked to be live, then reset."""
-    probe = tmp_path / "probe.joblib"
-    joblib.dump(Planted(marker), probe)
-    joblib.load(probe)
-    assert marker.exists(), "the planted payload must really run when unpickled"
-    marker.unlink()
-    return probe.read_bytes()
 
 
 # -- round trips ------------------------------------------------------------------------------

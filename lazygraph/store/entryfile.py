@@ -3,8 +3,9 @@
 Covers: pickling a value the way joblib maps it back (``dump``; CPU tensors as arrays,
 restored sharing the mapped pages), marking the raw bytes of large arrays as *payload* while
 the rest (the *pickle stream*) feeds a MAC, writing the authenticated trailer
-(``write_entry``), reading and checking it back (``read_header``, ``pickle_intact``,
-``payload_matches``). ``files.py`` explains the format and the trust model.
+(``write_entry``), reading and checking it back (``read_header``, which also checks the
+payload regions it names, then ``pickle_intact`` and ``payload_matches``). ``files.py``
+explains the format and the trust model.
 
 Does not cover: files and directories (names, atomic renames, eviction: ``files.py``) or when
 a payload must be hashed rather than trusted (``FileTier._payload_intact``).
@@ -42,7 +43,6 @@ __all__ = [
     "hash_ranges",
     "other_format",
     "payload_matches",
-    "payload_regions",
     "pickle_intact",
     "read_header",
     "write_entry",
@@ -64,8 +64,8 @@ class UnspillableError(LazyGraphError, TypeError):
 
 def write_entry(
     fd: int, key: bytes, value: object, meta: dict[str, object], *, secret: bytes, seed: int
-) -> tuple[int, list[int], str]:
-    """Write ``value`` and its authenticated trailer at ``fd``; (size, bound, payload digest).
+) -> tuple[int, list[int]]:
+    """Write ``value`` and its authenticated trailer at ``fd``; (size in bytes, bound).
 
     ``bound`` is ``[device, inode, mtime_ns]`` as the header records it: the caller sets the
     mtime back to ``bound[2]`` once done writing (and before anything else touches it).
@@ -76,18 +76,17 @@ def write_entry(
         data_len = raw.tell()
         raw.flush()
         bound = bind(fd)
-        digest = sink.payload_hash.hexdigest()
         header = encode_header(
             key,
             data_len,
             meta,
             pickle_mac=sink.pickle_mac.hexdigest(),
             payload=sink.regions,
-            payload_xxh3=digest,
+            payload_xxh3=sink.payload_hash.hexdigest(),
             bound=bound,
         )
         raw.write(header + mac(secret, b"entry", header) + FOOTER.pack(len(header), MAGIC))
-        return raw.tell(), bound, digest
+        return raw.tell(), bound
 
 
 def pickle_intact(fd: int, header: dict[str, Any], secret: bytes) -> bool:
@@ -96,11 +95,8 @@ def pickle_intact(fd: int, header: dict[str, Any], secret: bytes) -> bool:
     That is every byte unpickling interprets: opcodes, small values, padding; a few
     kilobytes for an entry of large arrays.
     """
-    regions = payload_regions(header)
-    if regions is None:
-        return False
     stream = mac_stream(secret, b"pickle")
-    if not hash_ranges(fd, _complement(regions, header["data_len"]), stream):
+    if not hash_ranges(fd, _complement(header["payload"], header["data_len"]), stream):
         return False
     stored = header["pickle_mac"]
     return isinstance(stored, str) and hmac.compare_digest(stream.hexdigest(), stored)
@@ -108,11 +104,10 @@ def pickle_intact(fd: int, header: dict[str, Any], secret: bytes) -> bool:
 
 def payload_matches(fd: int, header: dict[str, Any], seed: int) -> bool:
     """True when the payload regions hash to the header's checksum (reads them all)."""
-    regions = payload_regions(header)
-    if regions is None:
-        return False
     hasher = xxhash.xxh3_128(seed=seed)
-    return hash_ranges(fd, regions, hasher) and hasher.hexdigest() == header["payload_xxh3"]
+    if not hash_ranges(fd, header["payload"], hasher):
+        return False
+    return hasher.hexdigest() == header["payload_xxh3"]
 
 
 class EntrySink:
@@ -337,7 +332,13 @@ def read_header(fd: int, st: os.stat_result, secret: bytes, key_hex: str) -> dic
     header, data_len = found
     if header.get("format") != FORMAT or header.get("key") != key_hex:
         return None
-    return header if header.get("data_len") == data_len else None
+    if header.get("data_len") != data_len:
+        return None
+    regions = _payload_regions(header)
+    if regions is None:
+        return None
+    header["payload"] = regions  # checked once here: sorted (offset, length) inside the data
+    return header
 
 
 def other_format(fd: int, st: os.stat_result, secret: bytes) -> object:
@@ -367,7 +368,7 @@ def _authenticated_header(
     return (header, data_len) if isinstance(header, dict) else None
 
 
-def payload_regions(header: dict[str, Any]) -> list[tuple[int, int]] | None:
+def _payload_regions(header: dict[str, Any]) -> list[tuple[int, int]] | None:
     """The header's payload regions, sorted and inside the data; None if they are not."""
     regions, end = [], 0
     try:

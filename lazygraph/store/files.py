@@ -89,7 +89,6 @@ from .entryfile import (
     encode_header,
     other_format,
     payload_matches,
-    payload_regions,
     pickle_intact,
     read_header,
     write_entry,
@@ -227,8 +226,7 @@ class FileTier:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600, dir_fd=self._dirfd)
         try:
-            size, digest = self._write(fd, key, value, meta)
-            st = os.fstat(fd)
+            size = self._write(fd, key, value, meta)
             with self._lock:  # the byte count must see replacements in the order they happen
                 old = self._lstat(name)
                 os.rename(tmp, name, src_dir_fd=self._dirfd, dst_dir_fd=self._dirfd)
@@ -238,8 +236,7 @@ class FileTier:
             raise
         finally:
             os.close(fd)
-        self._sync_dir()
-        _VERIFIED.add((key.hex(), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, digest))
+        self._sync_dir()  # the header binds this very file: any process maps it in O(1)
         self._maybe_evict(keep=name)
         return size
 
@@ -325,11 +322,9 @@ class FileTier:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def _write(
-        self, fd: int, key: bytes, value: object, meta: dict[str, object]
-    ) -> tuple[int, str]:
-        """Write the entry into ``fd`` and fsync it; (size, payload digest)."""
-        size, bound, digest = write_entry(
+    def _write(self, fd: int, key: bytes, value: object, meta: dict[str, object]) -> int:
+        """Write the entry into ``fd`` and fsync it; its size in bytes."""
+        size, bound = write_entry(
             fd, key, value, meta, secret=self._secret, seed=self._seed
         )
         if self.disk_limit is not None and size > self.disk_limit:
@@ -339,7 +334,7 @@ class FileTier:
             )
         os.utime(fd, ns=(bound[2], bound[2]))  # the bound mtime again; last use = now
         os.fsync(fd)
-        return size, digest
+        return size
 
     def _sync_dir(self) -> None:
         try:
@@ -418,8 +413,8 @@ class FileTier:
         the mtime the writer set (any write through the OS moves it). Otherwise (a copied,
         restored, touched or rewritten file) the payloads are hashed, once per process.
         """
-        if not payload_regions(header):
-            return payload_regions(header) is not None
+        if not header["payload"]:
+            return True
         if [st.st_dev, st.st_ino, st.st_mtime_ns] == header["bound"]:
             return True
         digest = str(header["payload_xxh3"])

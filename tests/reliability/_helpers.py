@@ -200,6 +200,18 @@ class Spec:
         return found
 
 
+def ancestors(spec: Spec, roots: Sequence[int]) -> set[int]:
+    """``roots`` and every node they depend on, transitively (indices into ``spec``)."""
+    found: set[int] = set()
+    stack = list(roots)
+    while stack:
+        i = stack.pop()
+        if i not in found:
+            found.add(i)
+            stack.extend(spec.deps[i])
+    return found
+
+
 def build(
     spec: Spec,
     inputs: Sequence[lazygraph.Node],

@@ -22,6 +22,7 @@ from lazygraph.store import cachedir
 
 from ._helpers import (
     Spec,
+    ancestors,
     block,
     build,
     built_executors,
@@ -87,7 +88,7 @@ def test_eight_threads_pulling_overlapping_graphs_run_each_node_once(calls, exec
             ran = calls.counts() - before
             assert max(ran.values()) == 1, {k: v for k, v in ran.items() if v > 1}
             pulled = set().union(
-                *(_ancestors(spec, _roots_for(t, len(nodes))) for t in range(THREADS))
+                *(ancestors(spec, _roots_for(t, len(nodes))) for t in range(THREADS))
             )
             stale = (
                 set().union(
@@ -98,17 +99,6 @@ def test_eight_threads_pulling_overlapping_graphs_run_each_node_once(calls, exec
             )
             assert set(ran) == {spec.labels[i] for i in pulled & stale}
             assert not session._inflight
-
-
-def _ancestors(spec: Spec, roots: list[int]) -> set[int]:
-    found: set[int] = set()
-    stack = list(roots)
-    while stack:
-        i = stack.pop()
-        if i not in found:
-            found.add(i)
-            stack.extend(spec.deps[i])
-    return found
 
 
 def test_threads_under_memory_pressure_and_spilling_get_right_results(calls):

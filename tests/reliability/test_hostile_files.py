@@ -18,9 +18,9 @@ import shutil
 import struct
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pytest
+from planted import planted_payload
 
 import lazygraph
 from lazygraph import Session
@@ -35,16 +35,6 @@ SPEC = Spec([f"h{i}" for i in range(12)], [[] for _ in range(12)], [[0]] * 12)
 FOOTER = struct.Struct("<Q8s")
 
 
-class Planted:
-    """Unpickling this creates ``marker``: the proof that a file was (or was not) unpickled."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
-
-
 @pytest.fixture
 def marker(tmp_path: Path) -> Path:
     return tmp_path / "UNPICKLED"
@@ -52,13 +42,7 @@ def marker(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def payload(tmp_path: Path, marker: Path) -> bytes:
-    """A joblib stream that creates ``marker`` when loaded; proven live, then reset."""
-    probe = tmp_path / "probe.joblib"
-    joblib.dump(Planted(marker), probe)
-    joblib.load(probe)
-    assert marker.exists(), "the planted payload must really run when unpickled"
-    marker.unlink()
-    return probe.read_bytes()
+    return planted_payload(marker, tmp_path)
 
 
 def _pipeline(x: int = 11) -> tuple[lazygraph.Input, list[lazygraph.Node]]:
@@ -230,7 +214,7 @@ import lazygraph
 from lazygraph.store.files import FileTier
 from lazygraph.store.secret import load_or_create_secret
 from reliability._helpers import Spec, block, build
-from reliability.test_hostile_files import Planted
+from planted import Planted
 spec = Spec([f"h{i}" for i in range(12)], [[] for _ in range(12)], [[0]] * 12)
 nodes = build(spec, [lazygraph.Input(11, name="x")], func=block)
 with lazygraph.Session(cache_dir=sys.argv[1], progress=False):

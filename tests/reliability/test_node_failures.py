@@ -22,6 +22,7 @@ from lazygraph import NodeError, Session
 
 from ._helpers import (
     Spec,
+    ancestors,
     block,
     build,
     built_executors,
@@ -80,7 +81,7 @@ def test_failure_deep_in_a_1000_node_graph_keeps_the_finished_part(executor_name
         downstream = spec.descendants(broken)
         assert first["n600"] == 1
         assert not {spec.labels[i] for i in downstream - {broken}} & set(first)
-        for i in ancestors_of(spec, broken):
+        for i in ancestors(spec, spec.deps[broken]):
             assert first[spec.labels[i]] == 1, spec.labels[i]
         assert session.store.location(nodes[broken]._key) == "absent"  # caches nothing
 
@@ -95,17 +96,6 @@ def test_failure_deep_in_a_1000_node_graph_keeps_the_finished_part(executor_name
         assert root.compute() == expected[-1]  # nothing left to run
         assert calls.counts() == total
         assert lazygraph.compute(*nodes[::97]) == tuple(expected[::97])
-
-
-def ancestors_of(spec: Spec, index: int) -> set[int]:
-    found: set[int] = set()
-    stack = list(spec.deps[index])
-    while stack:
-        i = stack.pop()
-        if i not in found:
-            found.add(i)
-            stack.extend(spec.deps[i])
-    return found
 
 
 @pytest.mark.parametrize("executor_name", [e for e in EXECUTORS if e != "dask"], indirect=True)
@@ -164,7 +154,7 @@ def test_keyboard_interrupt_raised_by_a_node_propagates(executor_name, calls, fa
             nodes[-1].compute()
         assert not session._inflight, "an interrupted pull kept claims on keys"
         first = calls.counts()
-        assert all(first[spec.labels[i]] == 1 for i in ancestors_of(spec, 250))
+        assert all(first[spec.labels[i]] == 1 for i in ancestors(spec, spec.deps[250]))
         faults.clear()
         assert nodes[-1].compute() == expected[-1]
         total = calls.counts()
