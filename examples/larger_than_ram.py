@@ -20,7 +20,7 @@ import argparse
 import numpy as np
 
 import lazygraph
-from lazygraph.config import format_size
+from lazygraph.units import format_bytes
 
 
 @lazygraph.node
@@ -88,13 +88,13 @@ def main(argv: list[str] | None = None) -> None:
         stats = session.stats()
         total = sum(c.info().nbytes or 0 for c in clean) * 2  # raw + cleaned chunks
         print(
-            f"pass 1: {stats.computes} nodes computed; results add up to {format_size(total)}, "
-            f"with a memory_limit of {format_size(limit)}"
+            f"pass 1: {stats.computes} nodes computed; results add up to {format_bytes(total)}, "
+            f"with a memory_limit of {format_bytes(limit)}"
         )
         print(f"  rows {first['rows']:.0f}, max {first['max']:.2f}, rms {first['rms']:.3f}")
         print(
-            f"  peak in memory {format_size(stats.peak_bytes_in_memory)}, "
-            f"spilled {format_size(stats.bytes_spilled)} in {stats.spills} files"
+            f"  peak in memory {format_bytes(stats.peak_bytes_in_memory)}, "
+            f"spilled {format_bytes(stats.bytes_spilled)} in {stats.spills} files"
         )
         assert stats.peak_bytes_in_memory <= limit
 

@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 import lazygraph
-from lazygraph.config import format_size
+from lazygraph.units import format_bytes
 
 
 @lazygraph.node
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         x = wide.compute()
         print(f"features from {where}: {type(x).__name__} {x.shape}, writeable={x.flags.writeable}")
     # Closing the session waited for the background writes; the files are complete now.
-    print(f"the cache holds {format_size(du(args.cache_dir))}; run me again to load from it")
+    print(f"the cache holds {format_bytes(du(args.cache_dir))}; run me again to load from it")
 
 
 def du(directory: str) -> int:

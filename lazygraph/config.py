@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import logging
-import math
 import numbers
 import os
 import re
@@ -27,14 +26,14 @@ from typing import Any
 
 import psutil
 
-from lazygraph.errors import ConfigError
+from .errors import ConfigError
+from .units import format_bytes, parse_size, shown
 
 __all__ = [
     "Config",
     "EXECUTOR_NAMES",
     "OPTION_NAMES",
     "cgroup_memory_limit",
-    "format_size",
     "parse_size",
     "usable_memory",
 ]
@@ -42,105 +41,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EXECUTOR_NAMES = ("sync", "threads", "processes", "dask")
-
-_UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
-    "t": 10**12, "tb": 10**12, "p": 10**15, "pb": 10**15,
-    "ki": 2**10, "kib": 2**10, "mi": 2**20, "mib": 2**20, "gi": 2**30, "gib": 2**30,
-    "ti": 2**40, "tib": 2**40, "pi": 2**50, "pib": 2**50,
-}  # fmt: skip
-_SIZE_RE = re.compile(r"([+-]?\s*(?:\d+\.?\d*|\.\d+))(e[+-]?\d+)?\s*([a-z]*)", re.IGNORECASE)
-_SIZE_HINT = (
-    'use an int of bytes or a string such as "512MiB" or "1.5 GB" '
-    "(units B, KB, MB, GB, TB are powers of 1000; KiB, MiB, GiB, TiB powers of 1024)"
-)
 # A cgroup v1 "no limit" is PAGE_COUNTER_MAX * page size (~2**63); anything this big is no limit.
 _NO_LIMIT = 2**60
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-
-
-def _shown(value: object) -> str:
-    """How a received value appears in an error message: strings quoted, others typed."""
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, (int, float)):
-        return repr(value)
-    return f"{type(value).__name__} {value!r}"
-
-
-def _size_error(
-    name: str, value: object, *, percent: bool = False, negative: bool = False
-) -> ConfigError:
-    hint = _SIZE_HINT + (', or a percentage such as "10%"' if percent else "")
-    what = "a non-negative size" if negative else "a size"
-    return ConfigError(f'{name} must be {what} like "2GB" (got {_shown(value)}); {hint}')
-
-
-def parse_size(value: object, *, name: str, total: int | None = None) -> int:
-    """Return ``value`` as a number of bytes; raise :class:`ConfigError` if it is not a size.
-
-    Accepts non-negative ints and finite floats (bytes, rounded down) and strings made of a
-    number and an optional unit, case-insensitive: ``B``, ``KB``/``K``, ``MB``/``M``, ``GB``/``G``,
-    ``TB``/``T``, ``PB`` (powers of 1000) and ``KiB``/``Ki`` ... ``PiB`` (powers of 1024).
-    ``"1e9"`` is accepted, as Python accepts ``1e9``.  With ``total`` given, ``"10%"`` means
-    10% of ``total``.  Every bad value, wrong types included, raises ``ConfigError`` (a
-    ``ValueError``), so one ``except`` catches any bad configuration.
-
-    >>> parse_size("2GB", name="memory_limit"), parse_size("512 mib", name="memory_limit")
-    (2000000000, 536870912)
-    >>> parse_size("10%", name="min_available", total=2000)
-    200
-    >>> parse_size("2XB", name="memory_limit")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-      ...
-    lazygraph.errors.ConfigError: memory_limit must be a size like "2GB" (got "2XB"); use ...
-    """
-    if isinstance(value, bool):
-        raise _size_error(name, value, percent=total is not None)
-    if isinstance(value, numbers.Integral):
-        number: float = int(value)
-    elif isinstance(value, numbers.Real):
-        number = float(value)
-    elif isinstance(value, str):
-        number = _parse_size_text(value, name=name, total=total)
-    else:
-        raise _size_error(name, value, percent=total is not None)
-    if not math.isfinite(number) or number < 0:
-        raise _size_error(name, value, percent=total is not None, negative=number < 0)
-    return int(number)
-
-
-def _parse_size_text(text: str, *, name: str, total: int | None) -> float:
-    stripped = text.strip()
-    if stripped.endswith("%") and total is not None:
-        try:
-            percent = float(stripped[:-1])
-        except ValueError:
-            raise _size_error(name, text, percent=True) from None
-        if not 0 <= percent <= 100:
-            raise ConfigError(f'{name} must be a percentage from 0% to 100% (got "{text}")')
-        return total * percent / 100
-    match = _SIZE_RE.fullmatch(stripped)
-    unit = _UNITS.get(match.group(3).lower()) if match else None
-    if match is None or unit is None:
-        raise _size_error(name, text, percent=total is not None)
-    return float(match.group(1).replace(" ", "") + (match.group(2) or "")) * unit
-
-
-def format_size(nbytes: float) -> str:
-    """Return ``nbytes`` for humans, in powers of 1024.
-
-    >>> format_size(1536), format_size(3 * 2**30), format_size(12)
-    ('1.5 KiB', '3.0 GiB', '12 B')
-    """
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(nbytes) < 1024 or unit == "TiB":
-            return f"{int(nbytes)} B" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
 
 # ---------------------------------------------------------------------------------------------
 # The memory this process can use: psutil's total, capped by cgroup limits.
@@ -397,15 +301,15 @@ def _warn_odd_limits(config: Config, usable: int) -> None:
         logger.warning(
             "rss_limit %s is above the %s this process can use: the kernel may stop the "
             "process before lazygraph sheds memory",
-            format_size(config.rss_limit),
-            format_size(usable),
+            format_bytes(config.rss_limit),
+            format_bytes(usable),
         )
     if config.memory_limit > config.rss_limit:
         logger.warning(
             "memory_limit %s is above rss_limit %s: memory pressure will evict entries "
             "before the memory tier is full",
-            format_size(config.memory_limit),
-            format_size(config.rss_limit),
+            format_bytes(config.memory_limit),
+            format_bytes(config.rss_limit),
         )
 
 
@@ -427,7 +331,7 @@ def _flag(value: Any, label: str, usable: int) -> bool:
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
     raise ConfigError(
-        f"{label} must be True or False (got {_shown(value)}); "
+        f"{label} must be True or False (got {shown(value)}); "
         "in the environment use 1/0, true/false, yes/no or on/off"
     )
 
@@ -438,7 +342,7 @@ def _workers(value: Any, label: str, usable: int) -> int:
     if whole or (isinstance(value, str) and value.strip().isdigit()):
         number = int(value)
     if number is None or number < 1:
-        raise ConfigError(f"{label} must be a whole number of at least 1 (got {_shown(value)})")
+        raise ConfigError(f"{label} must be a whole number of at least 1 (got {shown(value)})")
     return number
 
 
@@ -450,12 +354,12 @@ def _executor(value: Any, label: str, usable: int) -> Any:
         guess = f' (did you mean "{close[0]}"?)' if close else ""
         raise ConfigError(
             f"{label} must be one of {', '.join(EXECUTOR_NAMES)} or an executor object "
-            f"(got {_shown(value)}){guess}"
+            f"(got {shown(value)}){guess}"
         )
     if isinstance(value, numbers.Number):
         raise ConfigError(
             f"{label} must be one of {', '.join(EXECUTOR_NAMES)} or an executor object "
-            f"(got {_shown(value)}); to set the pool size pass workers={value!r}"
+            f"(got {shown(value)}); to set the pool size pass workers={value!r}"
         )
     if not callable(getattr(value, "run", None)):
         raise ConfigError(
@@ -467,10 +371,10 @@ def _executor(value: Any, label: str, usable: int) -> Any:
 
 def _cache_dir(value: Any, label: str, usable: int) -> Path:
     if not isinstance(value, (str, os.PathLike)) or os.fspath(value) in ("", b""):
-        raise ConfigError(f"{label} must be a directory path (got {_shown(value)})")
+        raise ConfigError(f"{label} must be a directory path (got {shown(value)})")
     raw = os.fspath(value)
     if isinstance(raw, bytes):
-        raise ConfigError(f"{label} must be a str or pathlib.Path (got {_shown(value)})")
+        raise ConfigError(f"{label} must be a str or pathlib.Path (got {shown(value)})")
     path = Path(raw).expanduser().absolute()
     try:
         _check_writable_dir(path, label)

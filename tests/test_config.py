@@ -17,11 +17,11 @@ from lazygraph.config import (
     OPTION_NAMES,
     Config,
     cgroup_memory_limit,
-    format_size,
     parse_size,
     usable_memory,
 )
 from lazygraph.errors import ConfigError, LazyGraphError
+from lazygraph.units import format_bytes
 
 GiB = 2**30
 
@@ -103,10 +103,10 @@ def test_percentages_of_a_total() -> None:
         parse_size("ten%", name="min_available", total=5000)
 
 
-def test_format_size() -> None:
-    assert format_size(0) == "0 B"
-    assert format_size(2 * GiB) == "2.0 GiB"
-    assert format_size(1536 * 2**20) == "1.5 GiB"
+def test_format_bytes() -> None:
+    assert format_bytes(0) == "0 B"
+    assert format_bytes(2 * GiB) == "2.0 GiB"
+    assert format_bytes(1536 * 2**20) == "1.5 GiB"
 
 
 # ---------------------------------------------------------------------------------------------

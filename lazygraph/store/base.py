@@ -1,6 +1,8 @@
-"""What every store tier shares: the ``MISSING`` sentinel and the in-memory ``Entry``.
+"""What every store tier shares: the ``Tier`` protocol, the ``MISSING`` sentinel, ``Entry``.
 
-Covers: the record kept per cached result. Does not cover: any policy (see the tiers).
+Covers: the contract each tier keeps (one contract suite, ``tests/test_tiers.py``, runs
+against every tier) and the record kept per cached result. Does not cover: any policy
+(see the tiers) or how tiers are composed (``store.store``).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-__all__ = ["MISSING", "Entry", "Missing", "Policy", "Result"]
+__all__ = ["MISSING", "Entry", "Missing", "Policy", "Result", "Tier"]
 
 
 class Policy(Protocol):
@@ -110,3 +112,45 @@ class Entry:
 
     def __repr__(self) -> str:
         return f"<Entry {self.name} {self.key.hex()[:12]} {self.nbytes} B>"
+
+
+class Tier(Protocol):
+    """One level of the store's hierarchy: results by key, under the tier's own policy.
+
+    Modelled on zict's mappings and distributed's spill buffer. Every tier answers a key it
+    does not hold with ``MISSING`` (``None`` is a valid result) and never raises for one;
+    ``evict`` is what the memory monitor relies on, so it never raises either. ``Store``
+    talks to tiers only through these methods.
+    """
+
+    #: Where a value found in this tier lives, as ``info().location`` reports it.
+    name: str
+
+    def get(self, key: bytes) -> Any:
+        """The value held under ``key``, or ``MISSING``."""
+        ...
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``get(key)`` would find a value (cheap: no loading)."""
+        ...
+
+    def put(self, entry: Entry) -> None:
+        """Hold ``entry.value`` under ``entry.key``; a tier may decline (then ``get`` misses)."""
+        ...
+
+    def discard(self, key: bytes) -> None:
+        """Forget ``key`` (no error when absent)."""
+        ...
+
+    def evict(self) -> int:
+        """Let go of the least valuable entry: bytes freed, 0 when there was nothing to
+        free, -1 when it could not. Never raises."""
+        ...
+
+    def sizes(self) -> tuple[int, int]:
+        """``(entries, bytes)`` held now."""
+        ...
+
+    def close(self) -> None:
+        """Let go of everything (idempotent)."""
+        ...
