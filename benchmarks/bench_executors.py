@@ -37,8 +37,9 @@ import numpy as np
 
 import lazygraph
 from lazygraph.executors.dask import DaskExecutor
-from lazygraph.executors.processes import ProcessExecutor, transport_dir
+from lazygraph.executors.processes import ProcessExecutor
 from lazygraph.executors.threads import ThreadExecutor
+from lazygraph.executors.transport import transport_dir
 
 GB = 10**9
 

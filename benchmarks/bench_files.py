@@ -1,7 +1,7 @@
 """FileTier write and reload speed next to what a user would write by hand.
 
 Writes a large float64 array with: raw ``f.write`` + ``fsync``, ``np.save`` + ``fsync``,
-``joblib.dump`` + ``fsync`` and ``FileTier.put`` (joblib stream + checksum + authenticated
+``joblib.dump`` + ``fsync`` and ``FileTier.write`` (joblib stream + checksum + authenticated
 trailer + fsync + atomic rename). Reloads it memory-mapped with ``np.load``,
 ``joblib.load(mmap_mode="r")`` (neither verifies anything) and ``FileTier.get``: in the writing
 process, and in a new process (the pickle stream's MAC is checked, the array payload is
@@ -70,8 +70,8 @@ def bench_writes(arr: np.ndarray, where: Path, repeats: int) -> dict[str, float]
             lambda: fsynced(target, lambda f: joblib.dump(arr, f)),
             lambda: target.unlink(),
         ),
-        "FileTier.put": (
-            lambda: tier.put(KEY, arr, meta={"name": "bench"}),
+        "FileTier.write": (
+            lambda: tier.write(KEY, arr, meta={"name": "bench"}),
             lambda: tier.discard(KEY),
         ),
     }
@@ -139,7 +139,7 @@ def bench_reads(arr: np.ndarray, where: Path, repeats: int, cold: bool) -> dict[
     np.save(where / "r.npy", arr)
     joblib.dump(arr, where / "r.joblib")
     tier = FileTier(where / "tier", secret=SECRET)
-    tier.put(KEY, arr, meta={"name": "bench"})
+    tier.write(KEY, arr, meta={"name": "bench"})
     results = {
         "np.load(mmap_mode='r')": median_time(
             repeats, lambda: np.load(where / "r.npy", mmap_mode="r")

@@ -46,6 +46,16 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         ],
     ),
     (
+        "joblib, scikit-learn and files",
+        "joblib.Memory's interface on a Session (`Pipeline(memory=...)`), and file sources.",
+        [
+            "lazygraph.Memory",
+            "lazygraph.memo.MemorizedFunc",
+            "lazygraph.file",
+            "lazygraph.sources.FileInput",
+        ],
+    ),
+    (
         "Executors",
         "Who runs the nodes of a pull; pass a name or one of these objects as `executor=`.",
         [
@@ -60,8 +70,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
         [
             "lazygraph.store.store.Stats",
             "lazygraph.inspection.NodeInfo",
-            "lazygraph.inspection.Report",
-            "lazygraph.inspection.ReportRow",
+            "lazygraph.report.Report",
+            "lazygraph.report.ReportRow",
             "lazygraph.explain.Explanation",
         ],
     ),
@@ -84,8 +94,8 @@ RETURNED_ONLY = {
     "lazygraph.config.Config",
     "lazygraph.store.store.Stats",
     "lazygraph.inspection.NodeInfo",
-    "lazygraph.inspection.Report",
-    "lazygraph.inspection.ReportRow",
+    "lazygraph.report.Report",
+    "lazygraph.report.ReportRow",
     "lazygraph.explain.Explanation",
 }
 

@@ -1,11 +1,12 @@
-"""Running on a dask.distributed cluster: the graph runs on Dask's workers, results land here.
+"""Running on a dask.distributed cluster: the graph runs on Dask's workers, results stay there.
 
 A local cluster (worker processes on this machine) stands in for a real one: pass
 ``--scheduler tcp://host:8786`` to use an existing cluster instead. With a ``Client`` open,
 ``Session(executor="dask")`` hands each pull's missing nodes to it (Dask's own convention: the
 current client); ``lazygraph.DaskExecutor(client)`` names a client explicitly, per session or
-per call. Results come back into the local store, so pulling again runs nothing anywhere, and
-a later pull sends only the missing nodes to the cluster.
+per call. The chunks stay on the workers (the session's cluster tier holds references to
+them): only the pulled values travel here, pulling again runs nothing anywhere, and a later
+pull uses the chunks where they are and sends only the missing nodes to the cluster.
 
 Run it:
 
@@ -82,6 +83,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"chunks ran in {len(workers)} worker process(es), "
                 f"not here: {os.getpid() not in workers}"
             )
+
+            chunks = [simulate(seed, args.rows) for seed in range(args.chunks)]
+            kept = sum(chunk.info().location == "cluster" for chunk in chunks)
+            print(f"chunks kept on the cluster: {kept} of {len(chunks)}; held here: "
+                  f"{session.stats().bytes_in_memory} bytes")
 
             before = session.stats().computes
             assert result.compute() is answer  # in the local store now: nothing is sent

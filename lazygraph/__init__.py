@@ -13,14 +13,25 @@
 
 from typing import Any
 
+# The views register their functions in ``display`` when imported; everything below them
+# (Node.info(), Session.report(), Stats' text...) finds them there, so they load here.
+from . import explain as _explain  # noqa: F401
+from . import inspection as _inspection  # noqa: F401
+from . import keyview as _keyview  # noqa: F401
+from . import picture as _picture  # noqa: F401
+from . import report as _report  # noqa: F401
 from .errors import CacheSecurityError, ConfigError, CycleError, LazyGraphError, NodeError
+from .memo import Memory
 from .node import Input, Node, node
 from .session import Session, compute, configure, current_session
+from .sources import file
 
 __all__ = [
     "node",
     "Node",
     "Input",
+    "Memory",
+    "file",
     "Session",
     "compute",
     "configure",

@@ -3,7 +3,10 @@
 Covers: the argument parser (``lazygraph --help``, ``--version``, ``demo``, ``cache
 info|ls|clear``), printing, and exit codes: 0 done, 1 the command failed (an unsafe cache
 directory, a disk error), 2 bad usage (unknown command, a malformed size or age), 130
-interrupted. Does not cover: what the commands do (``demo``, ``store.cachedir``).
+interrupted. Every problem is one line on stderr, never a traceback: errors as
+``lazygraph: error: ...``, the library's warnings while a command runs (a file in a cache
+directory that is not an entry, an entry that cannot be read) as ``lazygraph: warning: ...``.
+Does not cover: what the commands do (``demo``, ``store.cachedir``).
 
 >>> main(["--version"])  # doctest: +ELLIPSIS
 lazygraph 0...
@@ -13,6 +16,7 @@ lazygraph 0...
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    library = logging.getLogger("lazygraph")
+    lines = _OneLine()
+    library.addHandler(lines)
     try:
         return int(args.run(args))
     except ConfigError as exc:  # a value from the command line the library refused
@@ -59,6 +66,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lazygraph: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        library.removeHandler(lines)
+
+
+class _OneLine(logging.Handler):
+    """The library's warnings while a command runs, one line each on stderr (no traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = " ".join(record.getMessage().split())
+        except Exception:  # a bad format string in a log call: logging's own report
+            self.handleError(record)
+            return
+        print(f"lazygraph: {record.levelname.lower()}: {message}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,11 +224,17 @@ def _nested_caches(directory: Path) -> list[tuple[Path, int, int]]:
     """Cache directories one level below ``directory`` (the demo keeps its own)."""
     from .store.cachedir import cache_info
 
-    if not directory.is_dir():
+    try:
+        subs = sorted(p for p in directory.iterdir() if p.is_dir() and not p.is_symlink())
+    except OSError:  # not a directory, or not readable: the main listing said what it could
         return []
     found = []
-    for sub in sorted(p for p in directory.iterdir() if p.is_dir() and not p.is_symlink()):
-        info = cache_info(sub, largest=0)
+    for sub in subs:
+        try:
+            info = cache_info(sub, largest=0)
+        except (LazyGraphError, OSError) as exc:  # any directory may sit in a cache directory
+            logging.getLogger(__name__).debug("%s is not a cache: %s", sub, exc)
+            continue
         if info["entries"]:
             found.append((sub, int(info["entries"]), int(info["bytes"])))
     return found
@@ -228,6 +258,14 @@ def _cache_clear(args: argparse.Namespace) -> int:
     directory = _directory(args)
     removed = cache_clear(directory, older_than=args.older_than, function=args.function)
     print(f"removed {removed} {'entry' if removed == 1 else 'entries'} from {directory}")
+    # Caches one level below are not cleared (the demo keeps its own, `demo/`): say so, or a
+    # user who ran the demo sees "removed 0 entries" while gigabytes stay on disk.
+    for sub, entries, nbytes in _nested_caches(directory):
+        count = f"{entries} {'entry' if entries == 1 else 'entries'}"
+        print(
+            f"not cleared: {sub} holds {count} ({_bytes(nbytes)}); "
+            f"clear it with: lazygraph cache clear --dir {sub}"
+        )
     return EXIT_OK
 
 
@@ -258,9 +296,9 @@ def _count(text: str) -> int:
 
 
 def _bytes(nbytes: int) -> str:
-    from .inspection import human_bytes
+    from .units import format_bytes
 
-    return human_bytes(nbytes)
+    return format_bytes(nbytes)
 
 
 if __name__ == "__main__":

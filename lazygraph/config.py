@@ -1,13 +1,12 @@
 """Session options: sizes ("2GB"), machine-derived defaults, ``LAZYGRAPH_*`` overrides, checks.
 
-Covers: parsing sizes and percentages, the memory this process can really use (psutil's total
-capped by cgroup v1/v2 limits), and :class:`Config`, the validated, immutable set of options a
-``Session`` is built from (SPEC S5.1, S7.3).  Does not cover: acting on the options (the store,
-the memory monitor and the executors do that) or creating ``cache_dir`` (the disk tier does,
-with the right permissions).
+Covers: :class:`Config`, the validated, immutable set of options a ``Session`` is built from
+(SPEC S5.1, S7.3): one parser per option, defaults derived from the machine, the environment
+variables, the error messages.  Does not cover: parsing sizes (``units``), measuring the
+machine (``machine``: usable memory under cgroup limits, CPUs), the executor names
+(``executors.registry``), acting on the options (the store, the memory monitor and the
+executors do that) or creating ``cache_dir`` (the disk tier does, with the right permissions).
 
->>> parse_size("1.5 GB", name="memory_limit")
-1500000000
 >>> Config.from_options(memory_limit="512MiB", env={}).memory_limit
 536870912
 """
@@ -18,157 +17,22 @@ import difflib
 import logging
 import numbers
 import os
-import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from .errors import ConfigError
+from .executors.registry import EXECUTOR_NAMES, unknown_executor
+from .machine import cpu_count, usable_memory
 from .units import format_bytes, parse_size, shown
 
-__all__ = [
-    "Config",
-    "EXECUTOR_NAMES",
-    "OPTION_NAMES",
-    "cgroup_memory_limit",
-    "parse_size",
-    "usable_memory",
-]
+__all__ = ["Config", "OPTION_NAMES"]
 
 logger = logging.getLogger(__name__)
 
-EXECUTOR_NAMES = ("sync", "threads", "processes", "dask")
-# A cgroup v1 "no limit" is PAGE_COUNTER_MAX * page size (~2**63); anything this big is no limit.
-_NO_LIMIT = 2**60
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-
-# ---------------------------------------------------------------------------------------------
-# The memory this process can use: psutil's total, capped by cgroup limits.
-
-
-def usable_memory(*, root: str = "/") -> int:
-    """Return the bytes of RAM this process can really use.
-
-    That is the machine's total memory (psutil) capped by the memory limit of the process's
-    cgroup and every cgroup above it, v1 (``memory.limit_in_bytes``) or v2 (``memory.max`` and
-    ``memory.high``), so that defaults derived from it keep a process in a container or under a
-    job scheduler clear of the OOM killer.  ``root`` points the cgroup lookup at another file
-    tree (tests use sample files); psutil's total always comes from the running machine.
-
-    >>> 0 < usable_memory() <= psutil.virtual_memory().total
-    True
-    """
-    total = int(psutil.virtual_memory().total)
-    limit = cgroup_memory_limit(root=root)
-    return total if limit is None else min(total, limit)
-
-
-def cgroup_memory_limit(*, root: str = "/") -> int | None:
-    """Return the tightest cgroup memory limit on this process in bytes, or None if unlimited.
-
-    Reads ``/proc/self/cgroup`` and ``/proc/self/mountinfo`` under ``root`` to find the
-    process's memory cgroup (v1 and v2, also hybrid hierarchies), then walks from it up to
-    the mount point.  Never raises: unreadable files count as "no limit".
-
-    >>> limit = cgroup_memory_limit()
-    >>> limit is None or limit > 0
-    True
-    """
-    limits: list[int] = []
-    try:
-        memberships = _read_memberships(root)
-        for version, mount_root, mount_point in _cgroup_mounts(root):
-            path = memberships.get(version)
-            if path is not None:
-                start = _cgroup_dir(root, mount_root, mount_point, path)
-                limits.extend(_limits_up_to(start, _join(root, mount_point), version))
-    except (OSError, ValueError) as exc:  # a cgroup tree we cannot read is not a limit
-        logger.debug("cgroup memory limit unreadable under %s: %s", root, exc)
-    return min(limits) if limits else None
-
-
-def _join(root: str, absolute: str) -> Path:
-    return Path(root) / absolute.lstrip("/")
-
-
-def _read_memberships(root: str) -> dict[str, str]:
-    """Map "v1"/"v2" to the process's memory cgroup path, from /proc/self/cgroup."""
-    found: dict[str, str] = {}
-    text = _join(root, "/proc/self/cgroup").read_text()
-    for line in text.splitlines():
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and controllers == "":
-            found["v2"] = path
-        elif "memory" in controllers.split(","):
-            found["v1"] = path
-    return found
-
-
-def _cgroup_mounts(root: str) -> Iterator[tuple[str, str, str]]:
-    """Yield (version, mount root, mount point) of cgroup mounts; conventional ones if unknown."""
-    try:
-        lines = _join(root, "/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        yield "v1", "/", "/sys/fs/cgroup/memory"
-        yield "v2", "/", "/sys/fs/cgroup"
-        yield "v2", "/", "/sys/fs/cgroup/unified"
-        return
-    for line in lines:
-        before, _, after = line.partition(" - ")
-        head, tail = before.split(), after.split()
-        if len(head) < 5 or len(tail) < 3:
-            continue
-        mount_root, mount_point = _unescape(head[3]), _unescape(head[4])
-        if tail[0] == "cgroup2":
-            yield "v2", mount_root, mount_point
-        elif tail[0] == "cgroup" and "memory" in tail[2].split(","):
-            yield "v1", mount_root, mount_point
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as octal (\040).
-    if "\\" not in field:  # the common case: no regex per field
-        return field
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def _cgroup_dir(root: str, mount_root: str, mount_point: str, path: str) -> Path:
-    """The directory of cgroup ``path`` under a mount of the hierarchy at ``mount_root``."""
-    base = _join(root, mount_point)
-    if mount_root != "/" and (path == mount_root or path.startswith(mount_root + "/")):
-        path = path[len(mount_root) :]  # a container sees its own cgroup as the mount's root
-    candidate = base / path.lstrip("/")
-    return candidate if candidate.is_dir() else base
-
-
-def _limits_up_to(start: Path, top: Path, version: str) -> Iterator[int]:
-    names = ("memory.limit_in_bytes",) if version == "v1" else ("memory.max", "memory.high")
-    directory = start
-    while True:
-        for name in names:
-            limit = _read_limit(directory / name)
-            if limit is not None:
-                yield limit
-        if directory == top or directory.parent == directory or top not in directory.parents:
-            return
-        directory = directory.parent
-
-
-def _read_limit(path: Path) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return None
-    if text in ("", "max"):
-        return None
-    value = int(text)
-    return value if 0 < value < _NO_LIMIT else None
-
 
 # ---------------------------------------------------------------------------------------------
 # Config
@@ -179,7 +43,9 @@ class Config:
     """The validated options of a Session; build it with :meth:`Config.from_options`.
 
     Sizes are bytes.  ``cuda_limit=None`` means "a default per device" (the store asks
-    ``lazygraph.cuda.default_cuda_limit``); ``disk_limit=None`` means no budget; ``executor``
+    ``lazygraph.cuda.default_cuda_limit``); ``disk_limit=None`` means no budget;
+    ``cluster_limit=None`` means half the Dask workers' memory limits (the cluster tier,
+    ``lazygraph.store.cluster``, asks the cluster when it is first used); ``executor``
     is one of :data:`EXECUTOR_NAMES` or an executor object.
 
     >>> config = Config.from_options(memory_limit="1GB", workers=2, env={})
@@ -196,6 +62,7 @@ class Config:
     cache_dir: Path | None = None
     persist: bool = False
     disk_limit: int | None = None
+    cluster_limit: int | None = None
     executor: Any = "sync"
     workers: int = 1
     progress: bool = True
@@ -206,7 +73,7 @@ class Config:
         """Validate ``options``, fill the rest from ``LAZYGRAPH_<NAME>`` variables and defaults.
 
         A keyword given as ``None`` counts as not given.  ``env`` defaults to ``os.environ``.
-        Defaults, from the usable memory ``U`` (:func:`usable_memory`):
+        Defaults, from the usable memory ``U`` (:func:`lazygraph.machine.usable_memory`):
 
         - ``memory_limit`` = 25% of U: the cache shares the process with the user's own
           working data (a node typically holds its inputs and its output at once).
@@ -265,7 +132,8 @@ def _pick(name: str, options: Mapping[str, Any], env: Mapping[str, str], usable:
         value = env.get(label) or None  # an empty variable counts as unset
         if value is None:
             return None
-        if name in ("cuda_limit", "disk_limit") and value.strip().lower() == "none":
+        optional = name in ("cuda_limit", "disk_limit", "cluster_limit")
+        if optional and value.strip().lower() == "none":
             return None
     return _PARSERS[name](value, label, usable)
 
@@ -279,7 +147,7 @@ def _fill_defaults(values: dict[str, Any], usable: int) -> None:
         "spill_threshold": 2**20,
         "persist": values["cache_dir"] is not None,
         "executor": "sync",
-        "workers": _cpu_count(),
+        "workers": cpu_count(),
         "progress": True,
         "freeze": False,
     }
@@ -288,15 +156,15 @@ def _fill_defaults(values: dict[str, Any], usable: int) -> None:
             values[name] = default
 
 
-def _cpu_count() -> int:
-    # sched_getaffinity honours taskset and cpusets; cpu_count() is the machine's.
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def _warn_odd_limits(config: Config, usable: int) -> None:
+    if config.disk_limit is not None and config.cache_dir is None:
+        # A warning, not an error: LAZYGRAPH_DISK_LIMIT may be set for every session while
+        # only some of them persist.
+        logger.warning(
+            "disk_limit %s is ignored: it budgets cache_dir, and cache_dir is not set "
+            "(spill files live in a private temporary directory, removed on close)",
+            format_bytes(config.disk_limit),
+        )
     if config.rss_limit > usable:
         logger.warning(
             "rss_limit %s is above the %s this process can use: the kernel may stop the "
@@ -350,12 +218,7 @@ def _executor(value: Any, label: str, usable: int) -> Any:
     if isinstance(value, str):
         if value in EXECUTOR_NAMES:
             return value
-        close = difflib.get_close_matches(value, EXECUTOR_NAMES, n=1)
-        guess = f' (did you mean "{close[0]}"?)' if close else ""
-        raise ConfigError(
-            f"{label} must be one of {', '.join(EXECUTOR_NAMES)} or an executor object "
-            f"(got {shown(value)}){guess}"
-        )
+        raise unknown_executor(value, label=label)
     if isinstance(value, numbers.Number):
         raise ConfigError(
             f"{label} must be one of {', '.join(EXECUTOR_NAMES)} or an executor object "
@@ -418,6 +281,7 @@ _PARSERS = {
     "cache_dir": _cache_dir,
     "persist": _flag,
     "disk_limit": _size,
+    "cluster_limit": _size,
     "executor": _executor,
     "workers": _workers,
     "progress": _flag,

@@ -1,13 +1,13 @@
-"""GPU helpers for the store: which device a value lives on, CUDA OOM, emptying torch's cache.
+"""GPU helpers for the store: CUDA out-of-memory errors, emptying torch's cache, device memory.
 
 Covers: the small surface of ``torch.cuda`` the store and the scheduler need (SPEC S5.6),
 every function safe to call without torch, without a GPU, and without raising.  Importing
 this module never imports torch: each function looks torch up in ``sys.modules``, since a CUDA
 tensor can only exist once the user has imported torch.  Does not cover: deciding what to
-release (the store does) or retrying a node (the scheduler does).
+release (the store does), retrying a node (the scheduler does), or what a tensor is and
+where it lives (``handlers.torch``: ``handlers.registry.device(value)``, and the device of
+each part of ``sizing.footprint(value)``).
 
->>> tensor_device(3.0) is None
-True
 >>> is_cuda_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
 True
 """
@@ -26,7 +26,6 @@ __all__ = [
     "is_cuda_oom",
     "memory_allocated",
     "memory_reserved",
-    "tensor_device",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,28 +39,6 @@ _OOM_MESSAGES = ("CUDA out of memory", "CUDA error: out of memory")
 
 def _torch() -> Any:
     return sys.modules.get("torch")
-
-
-def tensor_device(obj: object) -> str | None:
-    """Return ``"cuda:N"`` for a value on a CUDA device, else None; never imports torch.
-
-    Anything with a torch-like ``.device`` (``type == "cuda"``, ``index``) counts, so tensor
-    subclasses and wrappers do too.
-
-    >>> import torch
-    >>> tensor_device(torch.zeros(2)) is None
-    True
-    """
-    if _torch() is None:
-        return None
-    try:
-        device = obj.device  # type: ignore[attr-defined]
-        if getattr(device, "type", None) != "cuda":
-            return None
-        index = getattr(device, "index", None)
-        return f"cuda:{0 if index is None else int(index)}"
-    except Exception:  # any object may define .device; a broken one is simply not on a GPU
-        return None
 
 
 def is_cuda_oom(exc: BaseException) -> bool:

@@ -30,11 +30,12 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from .config import parse_size
-from .inspection import human_bytes, node_info
+from .graph import walk
+from .inspection import node_info
 from .node import Node, node
 from .session import Session
 from .store.cachedir import cache_info, default_cache_dir
+from .units import format_bytes, parse_size
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -212,8 +213,6 @@ def run_demo(
 
 
 def _count_nodes(top: Node) -> int:
-    from .graph import walk
-
     return sum(1 for _ in walk([cast(Any, top)]))
 
 
@@ -273,7 +272,7 @@ def closing_lines(run: DemoRun) -> list[str]:
         lines.append(str(run.summary.iloc[:, :5]))
     lines.append("")
     lines.append(
-        f"cache: {run.cache_entries} entries, {human_bytes(run.cache_bytes)} in {run.cache_dir}"
+        f"cache: {run.cache_entries} entries, {format_bytes(run.cache_bytes)} in {run.cache_dir}"
     )
     if run.computed:
         lines.append("run the same command again: the second run computes nothing.")
@@ -287,7 +286,7 @@ def _outcome(run: DemoRun) -> str:
     where = sorted({location for _, location, _ in run.reused})
     nbytes = sum(size for _, _, size in run.reused)
     names = ", ".join(sorted({name for name, _, _ in run.reused}))
-    text = f"{done}, {human_bytes(nbytes)} reused from {' and '.join(where)} ({names})"
+    text = f"{done}, {format_bytes(nbytes)} reused from {' and '.join(where)} ({names})"
     if run.computed == 0:
         text += f"; the {run.total - len(run.reused)} nodes above it were not needed"
     return text + "."

@@ -9,7 +9,9 @@ True
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
     "LazyGraphError",
@@ -17,6 +19,8 @@ __all__ = [
     "NodeError",
     "CycleError",
     "CacheSecurityError",
+    "IteratorResultError",
+    "iterator_result",
 ]
 
 
@@ -43,27 +47,81 @@ class CycleError(LazyGraphError, ValueError):
     'cycle in the graph: a -> b -> a; an Input was set to a node that depends on it'
     """
 
-    def __init__(self, cycle: Sequence[str], nodes: Sequence[object] = ()) -> None:
+    def __init__(
+        self,
+        cycle: Sequence[str],
+        nodes: Sequence[object] = (),
+        *,
+        reason: str = "an Input was set to a node that depends on it",
+    ) -> None:
         self.cycle = list(cycle)
         self.nodes = list(nodes)
-        super().__init__(
-            "cycle in the graph: "
-            + " -> ".join(self.cycle)
-            + "; an Input was set to a node that depends on it"
-        )
+        self.reason = reason
+        super().__init__("cycle in the graph: " + " -> ".join(self.cycle) + "; " + reason)
+
+    def __reduce__(self) -> Any:
+        return _cycle, (self.cycle, self.reason)
+
+
+def _cycle(cycle: list[str], reason: str) -> CycleError:
+    return CycleError(cycle, reason=reason)
+
+
+class IteratorResultError(LazyGraphError, TypeError):
+    """A node returned a generator or iterator, which a cache would hand back exhausted."""
+
+
+def iterator_result(value: object) -> IteratorResultError | None:
+    """The error for a node result that is an iterator (a generator, ``map``...), else None.
+
+    Called on each result whose type is not a known fast one, so it is one type lookup.
+
+    >>> iterator_result([1, 2]) is None, type(iterator_result(iter([1, 2]))).__name__
+    (True, 'IteratorResultError')
+    """
+    if not hasattr(type(value), "__next__"):
+        return None
+    return IteratorResultError(
+        f"the node returned a {type(value).__name__}, an iterator: cached, it would come "
+        "back exhausted on the next pull; return a list instead (list(...))"
+    )
 
 
 class NodeError(LazyGraphError, RuntimeError):
     """A node's function raised; the original exception is ``__cause__``.
 
-    ``node`` is the name of the failing node, ``path`` the names from the pulled node down to
-    it, ``key`` the failing node's key (hex) when known.
+    The error raised is also an instance of the original exception's type wherever that
+    type can be subclassed (a class made once per type), so ``except ValueError:`` around a
+    ``compute()`` catches a node's ``ValueError``. ``node`` is the name of the failing node,
+    ``path`` the names from the pulled node down to it, ``key`` the failing node's key (hex)
+    when known. The message stays a few lines long however deep the graph, or the nesting of
+    ``compute()`` calls inside node functions.
 
     >>> err = NodeError("parse", ["report", "clean", "parse"], ValueError("bad row"))
     >>> print(err)
     node 'parse' failed with ValueError: bad row
       path: report -> clean -> parse
+    >>> isinstance(err, ValueError), isinstance(err, LazyGraphError)
+    (True, True)
     """
+
+    _original_type: type[BaseException] | None = None  # set on the classes made per type
+
+    def __new__(
+        cls,
+        node: str,
+        path: Sequence[str],
+        exc: BaseException,
+        *,
+        key: str | None = None,
+        detail: str | None = None,
+    ) -> NodeError:
+        if cls is NodeError:
+            cls = typed_node_error(type(exc))
+        # The original type's constructor makes the instance: its C layout (OSError's) may
+        # differ from RuntimeError's, and each type's __new__ accepts only its own layout.
+        maker = cls._original_type or RuntimeError
+        return maker.__new__(cls)
 
     def __init__(
         self,
@@ -78,8 +136,89 @@ class NodeError(LazyGraphError, RuntimeError):
         self.path = list(path)
         self.key = key
         self.original = exc
-        reason = detail or f"{type(exc).__name__}: {exc}"
-        message = f"node {node!r} failed with {reason}"
+        self.detail = detail
+        inner = exc if isinstance(exc, NodeError) else None
+        # A failure inside a compute() called by the node's function: name the innermost
+        # failing node once instead of repeating every level of nesting.
+        self.failed: str = inner.failed if inner is not None else node
+        self.reason: str = _clip(detail or (
+            inner.reason if inner is not None else f"{type(exc).__name__}: {exc}"
+        ), 400)
+        message = f"node {node!r} failed with {self.reason}"
+        if inner is not None:
+            message += f"\n  in a compute() inside it, where node {self.failed!r} failed"
         if len(self.path) > 1:
-            message += "\n  path: " + " -> ".join(self.path)
-        super().__init__(message)
+            message += "\n  path: " + _short_path(self.path)
+        BaseException.__init__(self, message)  # not the original type's __init__
+
+    def __str__(self) -> str:
+        # The message as given, not the original type's rendering (KeyError quotes it).
+        return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> Any:
+        # The class is made at run time: pickle by constructor call, which makes it again.
+        return (
+            _rebuild,
+            (self.node, self.path, self.original, self.key, self.detail),
+            None,
+        )
+
+
+def _rebuild(
+    node: str, path: list[str], exc: BaseException, key: str | None, detail: str | None
+) -> NodeError:
+    return NodeError(node, path, exc, key=key, detail=detail)
+
+
+# Original exception type -> its NodeError class. Never emptied: exception classes are few
+# and long-lived, and a made class holds its base alive anyway.
+_TYPED: dict[type, type[NodeError]] = {}
+_TYPED_LOCK = threading.Lock()
+
+
+def typed_node_error(original: type[BaseException]) -> type[NodeError]:
+    """The NodeError class that is also ``original`` (NodeError itself if none can be made).
+
+    >>> issubclass(typed_node_error(KeyError), KeyError)
+    True
+    >>> typed_node_error(KeyError) is typed_node_error(KeyError)
+    True
+    """
+    base = getattr(original, "_original_type", None) or original  # a nested NodeError's
+    made = _TYPED.get(base)
+    if made is not None:
+        return made
+    with _TYPED_LOCK:
+        made = _TYPED.get(base)
+        if made is None:
+            made = _TYPED[base] = _make_typed(base)
+    return made
+
+
+def _make_typed(base: type[BaseException]) -> type[NodeError]:
+    if base is NodeError or not issubclass(base, Exception) or issubclass(base, NodeError):
+        return NodeError
+    try:
+        made: type[NodeError] = type(
+            "NodeError",
+            (NodeError, base),
+            {"__module__": __name__, "__qualname__": "NodeError", "_original_type": base},
+        )
+    except Exception:  # noqa: BLE001 - layout or metaclass conflicts, a final type: plain
+        return NodeError
+    return made
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_path(path: list[str]) -> str:
+    """The path's names; a long one shows its ends and how many nodes lie between."""
+    if len(path) <= 8:
+        return " -> ".join(path)
+    return (
+        " -> ".join(path[:3])
+        + f" -> … ({len(path) - 6} more) … -> "
+        + " -> ".join(path[-3:])
+    )

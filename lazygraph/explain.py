@@ -5,9 +5,10 @@ was pulled as a root, else the newest pull in ``session.history`` whose record h
 turning that pull's record into one line per node — an Input that changed or not, a result
 *reused* from a tier, *recomputed* because an input, a dependency or the code changed (or
 because it was new or evicted), or *cut off* (early cutoff: a dependency was recomputed to
-the same result, so the old result was reused) — and showing it as text, HTML or tuples.
-Does not cover: deciding any of it (``scheduler`` writes the record) or per-node sizes and
-timings (``node.info()``, ``session.report()``).
+the same result, so the node's last verified result was reused; the record calls this
+``incremental.BACKDATED``) — and showing it as text, HTML or tuples. Does not cover:
+deciding any of it (``scheduler`` and ``incremental`` write the record) or per-node sizes
+and timings (``node.info()``, ``session.report()``).
 
 >>> import lazygraph
 >>> x = lazygraph.Input(2, name="x")
@@ -31,11 +32,14 @@ explain(double): 1 input changed, 1 recomputed, 1 cut off
 
 from __future__ import annotations
 
-import html
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from . import display
+from .context import current_session
+from .incremental import BACKDATED, outdated_name
+from .inspection import esc
 from .node import Input, Node
 
 if TYPE_CHECKING:
@@ -55,7 +59,8 @@ _UNCHANGED = "result unchanged"
 _TEXT_LINES = 40  # an explanation of a 10,000-node pull stays readable in a REPL
 _HTML_ROWS = 200
 
-Entry = tuple[str, str, str]
+#: One line of an explanation: ``(node name, outcome, reason)``.
+Step = tuple[str, str, str]
 
 
 class Explanation:
@@ -76,7 +81,7 @@ class Explanation:
       total  recomputed  input x changed
     """
 
-    def __init__(self, name: str, entries: list[Entry], *, note: str = "") -> None:
+    def __init__(self, name: str, entries: list[Step], *, note: str = "") -> None:
         self.name = name
         self.entries = entries
         self.note = note
@@ -96,7 +101,7 @@ class Explanation:
         found = [r for n, _, r in self.entries if n == name]
         return found[-1] if found else None
 
-    def __iter__(self) -> Iterator[Entry]:
+    def __iter__(self) -> Iterator[Step]:
         return iter(self.entries)
 
     def __len__(self) -> int:
@@ -117,7 +122,7 @@ class Explanation:
             body = f"{body} ({self.note})" if parts else self.note
         return f"explain({self.name}): {body}"
 
-    def _shown(self, limit: int) -> tuple[list[Entry], int]:
+    def _shown(self, limit: int) -> tuple[list[Step], int]:
         """Up to ``limit`` entries, the ones that did work first; how many were left out."""
         if len(self.entries) <= limit:
             return self.entries, 0
@@ -147,7 +152,6 @@ class Explanation:
 
     def _repr_html_(self) -> str:
         shown, hidden = self._shown(_HTML_ROWS)
-        esc = html.escape
         rows = "".join(
             f"<tr class='lazygraph-{esc(o.replace(' ', '-'))}'><td><code>{esc(n)}</code></td>"
             f"<td>{esc(o)}</td><td>{esc(r)}</td></tr>"
@@ -181,8 +185,17 @@ def explain(node: Node, *, session: Session | None = None) -> Explanation:
     if pull is None:
         if tier is None:
             return Explanation(node.name, [], note="not pulled yet in this session")
-        return Explanation(node.name, [(node.name, "reused", "from " + _TIERS.get(tier, tier))])
+        reason = _outdated_note(node, "from " + _TIERS.get(tier, tier))
+        return Explanation(node.name, [(node.name, "reused", reason)])
     return Explanation(node.name, _entries(node, pull))
+
+
+def _outdated_note(n: Node, reason: str) -> str:
+    """``reason``, plus a warning when ``n`` was built from a since-replaced definition."""
+    name = outdated_name(n)
+    if name is None:
+        return reason
+    return f"{reason}; built from an older definition of `{name}` (rebuild the graph)"
 
 
 # -- finding the pull ------------------------------------------------------------------------
@@ -196,8 +209,6 @@ def _find_pull(node: Node, session: Session | None) -> tuple[Pull | None, str | 
     if last is not None:
         return last, None
     if session is None:
-        from .session import current_session
-
         session = current_session()
     for pull in reversed(session.history):
         if any(r is node for r in pull.roots):
@@ -215,7 +226,7 @@ def _find_pull(node: Node, session: Session | None) -> tuple[Pull | None, str | 
 # -- the entries -----------------------------------------------------------------------------
 
 
-def _entries(node: Node, pull: Pull) -> list[Entry]:
+def _entries(node: Node, pull: Pull) -> list[Step]:
     """The pull's record restricted to ``node``'s graph, dependencies first."""
     by_id: dict[int, int] = {}
     by_key: dict[bytes, int] = {}
@@ -254,15 +265,15 @@ def _entries(node: Node, pull: Pull) -> list[Entry]:
     return [_describe(pull.record[i], find, outcomes) for i in order]
 
 
-def _describe(item: tuple[Node, str, str], find: Any, outcomes: dict[int, Any]) -> Entry:
+def _describe(item: tuple[Node, str, str], find: Any, outcomes: dict[int, Any]) -> Step:
     n, outcome, detail = item
     if isinstance(n, Input):
         return n.name, "input", detail or "unchanged"
     if outcome == "hit":
-        return n.name, "reused", "from " + _TIERS.get(detail, detail)
-    if outcome == "cutoff":
-        return n.name, "cut off", _cutoff_reason(n, find, outcomes)
-    return n.name, "recomputed", _ran_reason(n, detail)
+        return n.name, "reused", _outdated_note(n, "from " + _TIERS.get(detail, detail))
+    if outcome == BACKDATED:
+        return n.name, "cut off", _outdated_note(n, _cutoff_reason(n, find, outcomes))
+    return n.name, "recomputed", _outdated_note(n, _ran_reason(n, detail))
 
 
 def _ran_reason(n: Node, detail: str) -> str:
@@ -291,8 +302,11 @@ def _cutoff_reason(n: Node, find: Any, outcomes: dict[int, Any]) -> str:
         if i is None or i not in outcomes:
             continue
         _, outcome, detail = outcomes[i]
-        if outcome == "cutoff" or detail.endswith(_UNCHANGED) or detail == "unchanged":
+        if outcome == BACKDATED or detail.endswith(_UNCHANGED) or detail == "unchanged":
             names.append(d.name)
     if not names:
         return "dependencies unchanged: earlier result reused"
     return ", ".join(dict.fromkeys(names)) + " unchanged: earlier result reused"
+
+
+display.register("explain", explain)

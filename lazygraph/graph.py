@@ -92,7 +92,6 @@ def path_to(roots: Iterable[N], target: Any) -> list[N]:
         if id(root) not in parent:
             parent[id(root)] = None
             stack.append(root)
-    nodes: dict[int, N] = {id(n): n for n in stack}
     while stack:
         node = stack.pop()
         if node is target:
@@ -105,7 +104,6 @@ def path_to(roots: Iterable[N], target: Any) -> list[N]:
         for dep in node.deps:
             if id(dep) not in parent:
                 parent[id(dep)] = node
-                nodes[id(dep)] = dep
                 stack.append(dep)
     return [target]
 

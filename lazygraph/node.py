@@ -1,9 +1,11 @@
 """Nodes: the immutable lazy call (``Node``), the mutable source (``Input``), and ``@node``.
 
-Covers: building the graph (finding dependency Nodes in arguments, also nested in
-list/tuple/dict/set), the per-node state the scheduler reads (cached key, the last
-verified key, weak reverse edges from Inputs) and pushing an Input change downstream.
-Does not cover: hashing (``keys``), running (``scheduler``) or storing (``store``).
+Covers: building the graph (dependency Nodes in arguments, also nested in containers:
+``arguments``), the per-node state the pull reads (cached key, the last verified key while
+stale, weak reverse edges from Inputs, salsa's bookkeeping) and ``Input.set``. Does not
+cover: keys (``keys``), staleness and revisions (``incremental``), running (``scheduler``,
+reached through the current session in ``context``), storing (``store``) or showing
+(``info()``/``explain()``/... call the views registered in ``display``).
 
 >>> import lazygraph
 >>> @lazygraph.node
@@ -17,12 +19,27 @@ Does not cover: hashing (``keys``), running (``scheduler``) or storing (``store`
 from __future__ import annotations
 
 import functools
-import threading
+import os
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
+from .arguments import CONTAINERS as _CONTAINERS
+from .arguments import NOT_ITERATORS as _NOT_ITERATORS
+from .arguments import find_deps, is_iterator, iterator_argument
+from .binding import bind_arguments
+from .context import current_session as _current_session
+from .display import show
 from .errors import CycleError
+from .graph import path_to, walk
+from .hashing import register_encoder, token_header
+from .incremental import graph_lock, mark_stale, new_revision, note_definition, wait_for_pulls
+from .incremental import input_value as _input_value
+from .incremental import outdated as _outdated
+from .incremental import watched as _watched
+from .keys import resolve_keys
+from .node_ops import BindsLikeAMethod, NodeOps
+from .options import NodeOptions, checked_options
 from .store.base import MISSING as _MISSING
 
 __all__ = ["Node", "Input", "NodeOptions", "NodeFactory", "node"]
@@ -30,120 +47,10 @@ __all__ = ["Node", "Input", "NodeOptions", "NodeFactory", "node"]
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_CONTAINERS = (list, tuple, dict, set, frozenset)
-# Input.set() and node construction both touch reverse edges; the lock keeps a set() from
-# racing another set() on an overlapping graph. Building plain nodes never takes it.
-_graph_lock = threading.RLock()
-_revision = 0
-# Pulls read node keys and write salsa bookkeeping while they run; Input.set() rewrites
-# both. So set() waits until no pull of another thread is running, and new pulls wait
-# while a set() is pending (it would starve otherwise). A pull's own thread may set().
-_quiet = threading.Condition(_graph_lock)
-_pulls: dict[int, int] = {}  # thread id -> running pulls
-_setters_waiting = 0
+_NODE_TOKEN = token_header(16)
 
 
-def current_revision() -> int:
-    """The number of Input (and code) changes so far in this process (salsa's *revision*)."""
-    return _revision
-
-
-def new_revision() -> int:
-    """Start a new revision (an Input or a function's code changed) and return its number."""
-    global _revision
-    with _graph_lock:
-        _revision += 1
-        return _revision
-
-
-def begin_pull() -> None:
-    """Register a running pull of this thread (``Input.set`` waits for it)."""
-    me = threading.get_ident()
-    with _quiet:
-        while _setters_waiting and me not in _pulls:
-            _quiet.wait()
-        _pulls[me] = _pulls.get(me, 0) + 1
-
-
-def end_pull() -> None:
-    """Unregister a pull started by ``begin_pull`` in this thread."""
-    me = threading.get_ident()
-    with _quiet:
-        left = _pulls.get(me, 0) - 1
-        if left > 0:
-            _pulls[me] = left
-        else:
-            _pulls.pop(me, None)
-        _quiet.notify_all()
-
-
-def _wait_for_pulls() -> None:
-    """Wait (holding ``_graph_lock`` again on return) until only this thread pulls."""
-    global _setters_waiting
-    me = threading.get_ident()
-    if not _pulls or list(_pulls) == [me]:
-        return
-    _setters_waiting += 1
-    try:
-        while any(thread != me for thread in _pulls):
-            _quiet.wait()
-    finally:
-        _setters_waiting -= 1
-        _quiet.notify_all()
-
-
-class NodeOptions:
-    """The options given to ``@node``, shared by every Node the factory builds."""
-
-    __slots__ = (
-        "_fp_entry",
-        "_key_prefix",
-        "name",
-        "version",
-        "cache",
-        "spill",
-        "persist",
-        "cutoff",
-        "local",
-        "_fingerprint",
-        "_code_changed_at",
-        "_replaced",
-    )
-    _PUBLIC = ("name", "version", "cache", "spill", "persist", "cutoff", "local")
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        version: str | None = None,
-        cache: bool = True,
-        spill: bool = True,
-        persist: bool = True,
-        cutoff: bool = True,
-        local: bool = False,
-    ) -> None:
-        self.name = name
-        self.version = version
-        self.cache = cache
-        self.spill = spill
-        self.persist = persist
-        self.cutoff = cutoff
-        self.local = local
-        # Code tracking (the scheduler's ``resolve_keys``): the fingerprint last used for
-        # keys, the revision at which it last changed (a helper edited and its cell re-run)
-        # and whether this factory replaced one of the same name with other code.
-        self._fingerprint: bytes | None = None
-        self._fp_entry: Any = None  # the keys cache entry last used (checked before reuse)
-        self._key_prefix = b""  # keys.SCHEME + that entry's fingerprint
-        self._code_changed_at = -1
-        self._replaced = False
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._PUBLIC)
-        return f"NodeOptions({fields})"
-
-
-class Node:
+class Node(NodeOps):
     """One lazy call ``func(*args, **kwargs)``; hashable by identity, immutable once built.
 
     >>> import lazygraph
@@ -164,7 +71,7 @@ class Node:
         "options",
         "_nested",
         "_key",
-        "_prev_key",
+        "_verified_key",
         "_persistable",
         "_dependents",
         "_cause",
@@ -187,7 +94,9 @@ class Node:
         self.kwargs = kwargs
         self.options = options
         self._key: bytes | None = None
-        self._prev_key: bytes | None = None
+        # While stale: the key it had when last verified (its result is the baseline for
+        # backdating and early cutoff). None while clean.
+        self._verified_key: bytes | None = None
         self._persistable = True
         # Weak edges to the dependents, only on nodes with an Input upstream (see _Edge).
         self._dependents: dict[int, _Edge] | None = None
@@ -206,8 +115,10 @@ class Node:
                 deps.append(value)
             elif isinstance(value, _CONTAINERS):
                 nested = True
+            elif type(value) not in _NOT_ITERATORS and is_iterator(value):  # S1.11
+                raise iterator_argument(self.func, [a is value for a in args].index(True), value)
         if nested or kwargs:
-            deps, nested = _find_deps(args, kwargs)
+            deps, nested = find_deps(args, kwargs, kind=Node, func=self.func)
         elif len(deps) == 2:
             if deps[0] is deps[1]:  # f(x, x) depends on x once
                 del deps[1]
@@ -229,7 +140,7 @@ class Node:
         Only nodes with an Input upstream can ever go stale, so only they keep reverse
         edges (weak, so a dropped node does not stay alive through its Input).
         """
-        with _graph_lock:
+        with graph_lock:
             if self._dependents is None:
                 self._dependents = {}
             for dep in self.deps:
@@ -247,8 +158,6 @@ class Node:
     def key(self) -> str:
         """The content key (32 hex digits of xxh3-128), computed on first use."""
         if self._key is None:
-            from .scheduler import resolve_keys
-
             resolve_keys([self])
         assert self._key is not None
         return self._key.hex()
@@ -262,40 +171,62 @@ class Node:
     def compute(self, *, executor: Any = None) -> Any:
         """Pull this node in the current Session and return its value (the very object)."""
         session = _current_session()
-        if executor is None:  # Session.compute's re-pull fast path, without its layer
+        # Session.compute's re-pull fast path, without its layer; with file sources watched
+        # that layer checks them first (S1.12).
+        if executor is None and not _watched and not _outdated:
             value = session._memory_hit(self)
             if value is not _MISSING:
                 return value
         return session.compute(self, executor=executor)[0]
 
+    def forget(self) -> None:
+        """Drop this node's result from every tier: memory, weak, spill files and cache_dir.
+
+        The next pull runs it again (joblib's ``func.clear()`` for one call). Nodes built
+        from equal arguments share the key, so they lose it too.
+
+        >>> import lazygraph
+        >>> @lazygraph.node
+        ... def double(x):
+        ...     return 2 * x
+        >>> with lazygraph.Session(progress=False) as session:
+        ...     _ = double(2).compute(); double(2).forget(); _ = double(2).compute()
+        ...     session.stats().computes
+        2
+        """
+        if self._key is None:
+            resolve_keys([self])
+        _current_session().store.forget([self._key])
+
     def info(self) -> Any:
         """Where this node's result lives, its size, type and timings (see ``inspection``)."""
-        from .inspection import node_info
-
-        return node_info(self)
+        return show("node_info", self)
 
     def explain(self) -> Any:
         """Why the last pull recomputed or reused each node of this node's graph."""
-        from .explain import explain
+        return show("explain", self)
 
-        return explain(self)
+    def explain_key(self) -> Any:
+        """What this node's key is made of: code, helpers, globals, arguments (text + HTML)."""
+        return show("explain_key", self)
 
     def to_dot(self) -> str:
         """The graph above this node in Graphviz dot, coloured by where results live."""
-        from .inspection import to_dot
+        return show("to_dot", self)
 
-        return to_dot(self)
+    def visualize(self, path: str | os.PathLike[str] | None = None) -> Any:
+        """Draw the graph above this node: to a file, or as a picture a notebook shows.
 
-    def visualize(self, path: str) -> str:
-        """Write the graph picture to ``path`` (.dot, or .svg/.png with graphviz installed)."""
-        from .inspection import visualize
-
-        return visualize(self, path)
+        With ``path`` (.dot; .svg/.png/.pdf need Graphviz's ``dot`` program) it writes the
+        file and returns the path; without one it returns a ``lazygraph.picture.Picture``.
+        """
+        return show("visualize", self, path)
 
     def _repr_html_(self) -> str:
-        from .inspection import node_html
+        return show("node_html", self)
 
-        return node_html(self)
+    def _derive(self, func: Callable[..., Any], args: tuple[Any, ...], label: str) -> Node:
+        return Node(func, args, {}, _derived_options(label))
 
     def __repr__(self) -> str:
         key = self._key.hex()[:12] if self._key is not None else "?"
@@ -340,26 +271,27 @@ class Input(Node):
         pulls running in other threads to finish, so each pull sees one value.
         Raises ``CycleError`` if ``value`` is a Node that depends on this Input.
         """
-        with _graph_lock:
-            _wait_for_pulls()
+        with graph_lock:
+            wait_for_pulls()
             if isinstance(value, Node):
                 _check_no_cycle(self, value)
             old_key = self._key
             self.args = (value,)
             self._set_deps(self.args, {})
             if old_key is not None:
-                from .scheduler import resolve_keys
-
                 self._key = None
                 resolve_keys([self])
                 if self._key == old_key:
                     return
                 self._key = old_key
             new_revision()
-            _mark_stale(self)
+            mark_stale(self)
 
     def __repr__(self) -> str:
         return f"<Input {self.name} value={_short_repr(self.args[0])}>"
+
+
+_derived_options = functools.lru_cache(maxsize=1024)(NodeOptions)  # one per label
 
 
 class _Edge(weakref.ref):  # a weakref.ref[Node]
@@ -385,43 +317,7 @@ def _drop_edge(edge: weakref.ReferenceType[Any]) -> None:
         owner._dependents.pop(id(edge), None)
 
 
-def _current_session() -> Any:
-    """Replaced by ``session.current_session`` when that module loads (no per-call import)."""
-    from .session import current_session
-
-    return current_session()
-
-
-def _input_value(value: Any) -> Any:
-    """The function behind every Input: its value, as given."""
-    return value
-
-
-def _mark_stale(start: Input) -> None:
-    """Push a change from ``start`` downstream: forget keys, remember the last verified one.
-
-    A node without a key is already stale and so are its dependents (a dependent's key
-    needs its dependencies' keys), so the walk stops there: it touches each node once.
-    """
-    stack: list[Node] = [start]
-    while stack:
-        node = stack.pop()
-        if node._key is None and node is not start:
-            continue
-        if node._key is not None and node._prev_key is None:
-            node._prev_key = node._key
-        node._key = None
-        node._cause = start
-        if node._dependents:
-            for edge in list(node._dependents.values()):  # a copy: the GC may drop edges
-                dependent = edge()
-                if dependent is not None:
-                    stack.append(dependent)
-
-
 def _check_no_cycle(inp: Input, value: Node) -> None:
-    from .graph import path_to, walk
-
     for ancestor in walk([value]):
         if ancestor is inp:
             path = path_to([value], inp)
@@ -429,59 +325,42 @@ def _check_no_cycle(inp: Input, value: Node) -> None:
             raise CycleError(names, [inp, *path])
 
 
-def _find_deps(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[list[Node], bool]:
-    """The Nodes in ``args``/``kwargs`` in argument order, each once, and whether a container
-    argument holds one (it must then be rebuilt with values in place of its Nodes)."""
-    found: dict[Node, None] = {}
-    nested = False
-    for value in (*args, *kwargs.values()):
-        if isinstance(value, Node):
-            found[value] = None
-        elif isinstance(value, _CONTAINERS):
-            nested |= _collect(value, found)
-    return list(found), nested
-
-
-def _collect(container: Any, found: dict[Node, None]) -> bool:
-    """Add Nodes found anywhere inside ``container`` to ``found``; True if there were any.
-
-    True even when those Nodes were already found elsewhere: the container still has to be
-    rebuilt with values in place of its Nodes.
-    """
-    seen = False
-    stack = [container]
-    while stack:
-        item = stack.pop()
-        values: Iterable[Any] = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-        for value in values:
-            if isinstance(value, Node):
-                found[value] = None
-                seen = True
-            elif isinstance(value, _CONTAINERS):
-                stack.append(value)
-    return seen
-
-
 def _short_repr(value: Any, limit: int = 40) -> str:
     text = repr(value) if not hasattr(value, "shape") else f"{type(value).__name__}{value.shape}"
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class NodeFactory(Generic[P, R]):
+class NodeFactory(BindsLikeAMethod, Generic[P, R]):
     """What ``@node`` returns: calling it builds a Node; ``.func`` is the plain function."""
 
     def __init__(self, func: Callable[P, R], options: NodeOptions) -> None:
         self.func = func
         self.options = options
+        self._bind, self._arity, options._ignored = bind_arguments(func, options.ignore)
         functools.update_wrapper(self, func)
+        note_definition(func, options.name)  # S3.9: nodes of a replaced definition warn
 
     # Typed loosely on purpose: any argument may be a Node standing in for the value the
     # function expects, which ParamSpec cannot express.
     def __call__(self, *args: Any, **kwargs: Any) -> Node:
+        # S1.10: f(1), f(a=1), f(1, b=<default>) are one call. All parameters given by
+        # position is already the bound form: that check is all the common call costs.
+        if (kwargs or len(args) != self._arity) and self._bind is not None:
+            args, kwargs = self._bind(args, kwargs)
         return Node(self.func, args, kwargs, self.options)
 
     def __repr__(self) -> str:
         return f"<lazygraph node factory {self.options.name}>"
+
+    def clear(self) -> None:
+        """Drop every result of this function, whatever its arguments, from every tier of
+        the current session and from its cache_dir (entries other processes wrote too).
+
+        Entries are found by the function's name (``@node(name=...)``), as
+        ``lazygraph cache clear --function`` finds them.
+        """
+        store = _current_session().store
+        store.forget(store.keys_of(self.options.name))
 
 
 @overload
@@ -499,6 +378,8 @@ def node(
     persist: bool = True,
     cutoff: bool = True,
     local: bool = False,
+    nout: int | None = None,
+    ignore: Iterable[str] = (),
 ) -> Callable[[Callable[P, R]], NodeFactory[P, R]]: ...
 
 
@@ -512,12 +393,19 @@ def node(
     persist: bool = True,
     cutoff: bool = True,
     local: bool = False,
+    nout: int | None = None,
+    ignore: Iterable[str] = (),
 ) -> Any:
     """Turn a function into a node factory: calling it builds a Node and runs nothing.
 
     Options: ``name`` (shown in reports), ``version`` (replaces the code fingerprint in the
     key), ``cache`` (keep results), ``spill``/``persist`` (allow disk tiers), ``cutoff``
-    (hash results for early cutoff), ``local`` (always run in this process).
+    (hash results for early cutoff), ``local`` (always run in this process), ``nout`` (a
+    call unpacks into that many Nodes), ``ignore`` (names of arguments left out of the key,
+    like joblib's: ``verbose``, ``n_jobs``). On a method (also class/static) it binds as
+    they do. Calls are bound to the signature (``f(1)``, ``f(a=1)`` and
+    ``f(1, b=<default>)`` are one key); a call that does not fit fails when the Node is
+    built, with a ``TypeError``.
 
     >>> import lazygraph
     >>> @lazygraph.node(name="load", version="1")
@@ -527,32 +415,29 @@ def node(
     'load'
     """
 
-    def wrap(f: Callable[..., Any]) -> NodeFactory[Any, Any]:
-        if not callable(f):
-            raise TypeError(f"@node expects a function (got {type(f).__name__})")
-        if version is not None and not isinstance(version, str):
-            raise TypeError(f"version must be a str (got {type(version).__name__})")
-        if name is not None and not isinstance(name, str):
-            raise TypeError(f"name must be a str (got {type(name).__name__})")
+    def wrap(f: Callable[..., Any]) -> Any:
+        if isinstance(f, (classmethod, staticmethod)):  # @node above @classmethod
+            return type(f)(wrap(f.__func__))
         flags = {"cache": cache, "spill": spill, "persist": persist, "cutoff": cutoff,
                  "local": local}
-        for flag, value in flags.items():
-            if not isinstance(value, bool):
-                raise TypeError(f"{flag} must be True or False (got {value!r})")
-        qualname = getattr(f, "__qualname__", None) or repr(f)
-        # A function defined inside another is named by its own part: "outer.<locals>.f" -> "f"
-        label = name if name is not None else qualname.rsplit("<locals>.", 1)[-1]
-        options = NodeOptions(
-            label,
-            version=version,
-            cache=cache,
-            spill=spill,
-            persist=persist,
-            cutoff=cutoff,
-            local=local,
-        )
-        return NodeFactory(f, options)
+        return NodeFactory(f, checked_options(f, name=name, version=version, flags=flags,
+                                              nout=nout, ignore=ignore))
 
     if func is not None:
         return wrap(func)
     return wrap
+
+
+def _encode_node(n: Node) -> bytes:
+    """A Node argument's part of a key: its own key, as its ``__lazygraph_token__`` gives it.
+
+    Read straight from the slot: this runs once per edge of every graph keyed.
+    """
+    key = n._key
+    if key is None:
+        key = n.__lazygraph_token__()
+    return _NODE_TOKEN + key
+
+
+register_encoder(Node, _encode_node)
+register_encoder(Input, _encode_node)

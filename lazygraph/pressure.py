@@ -6,9 +6,11 @@ below a target) from a lazily started daemon thread (SPEC S5.4).  Does not cover
 evicted or where it goes (the store's ``evict`` decides: drop, weak reference or spill); GPU
 memory (``lazygraph.cuda``).
 
-The ``evict`` protocol, as in distributed's worker memory manager: push one least recently
-used entry out and return the bytes that frees; return 0 when nothing is left to evict
-(an entry that frees nothing should report 1, not 0); never raise.
+The ``evict`` protocol, as in distributed's worker memory manager, is all the monitor relies
+on: free some memory (one least recently used entry, or wait for a queued write of one) and
+return the bytes that freed; 0 when nothing is left to evict (an entry that frees nothing
+reports 1, not 0); -1 when it could not free anything now (the monitor ends the pass and
+tries again at the next one); never raise.
 
 >>> held = [bytearray(10)]
 >>> def evict():
@@ -121,6 +123,7 @@ class MemoryMonitor:
         self.last_trigger: Trigger | None = None
         self._in_episode = False
         self._collected_in_episode = False
+        self._closed = False  # close(): stopped for good, ensure_started() does nothing
         self._reset_threading()
 
     def _reset_threading(self) -> None:
@@ -145,7 +148,7 @@ class MemoryMonitor:
         if self._pid != os.getpid():  # a forked child: the parent's thread and locks are not ours
             self._reset_threading()
         with self._start_lock:
-            if self.running:
+            if self.running or self._closed:
                 return
             self._stop_event = threading.Event()
             thread = threading.Thread(
@@ -164,6 +167,13 @@ class MemoryMonitor:
             self._stop_event.set()
         if thread is not None and thread is not threading.current_thread():
             thread.join()
+
+    def close(self) -> None:
+        """Stop the thread for good: a later ``ensure_started`` (a pull that was already
+        running when its session closed) starts nothing. Idempotent, from any thread."""
+        with self._start_lock:
+            self._closed = True
+        self.stop()
 
     # -- one pass --------------------------------------------------------------------------
 
@@ -214,7 +224,9 @@ class MemoryMonitor:
         while not self._under_target(rss, available):
             count = self._evict()
             self.evict_calls += 1
-            if count <= 0:
+            if count < 0:  # could not free now (a write still in flight): next pass
+                break
+            if count == 0:
                 self._out_of_entries(reason, rss, available)
                 break
             freed += count

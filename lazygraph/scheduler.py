@@ -1,14 +1,13 @@
-"""The pull: resolve keys, plan what is missing, run it once, record what happened.
+"""The pull: plan what is missing, run it once, record what happened.
 
-Covers: key resolution over the stale part of a graph, the plan (missing nodes in
-dependency order, pinned hits, consumer counts so values are released after their last
-consumer), running one node (arguments by reference, CUDA out-of-memory retry, NodeError),
-early cutoff (salsa's *backdating*: a recomputed node whose result hash did not change
-lets its dependents keep their results), salsa's verified-at / changed-at bookkeeping (also
-for stale nodes a pull skips: above a hit, or equal calls built twice), code changes seen
-as new revisions, and run-once across threads. Does not cover: which thread or process
-runs a node (``executors``) or where results are kept (``store``). docs/incremental.md
-explains the algorithm.
+Covers: the plan (missing nodes in dependency order, pinned hits, consumer counts so values
+are released after their last consumer), running one node (arguments by reference, CUDA
+out-of-memory retry, NodeError), acting on the incremental runtime's decisions (backdate a
+stale node, hash a result for early cutoff, verify what the pull skipped) and the record
+``explain()`` reads. Does not cover: keys (``keys``), the salsa bookkeeping and its
+decisions (``incremental``), run-once claims (``claims``, the session's), which thread or
+process runs a node (``executors``) or where results are kept (``store``).
+docs/incremental.md explains the algorithm.
 
 >>> import lazygraph
 >>> @lazygraph.node
@@ -23,175 +22,52 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-import xxhash
-
-from . import cuda
-from .errors import NodeError
-from .graph import path_to, toposort
-from .hashing import content_hash, encode_scalars
-from .keys import _CACHE, SCHEME, _still_valid, function_fingerprint, prefixed_key
-from .node import (
-    Node,
-    NodeOptions,
-    _graph_lock,
-    _input_value,
+from . import cuda, nesting
+from .arguments import substitute
+from .claims import Claims
+from .config import Config
+from .errors import NodeError, iterator_result
+from .graph import path_to
+from .incremental import (
+    BACKDATED,
+    Verifier,
+    backdate,
     begin_pull,
     current_revision,
     end_pull,
-    new_revision,
+    input_value,
+    same_as_before,
+    why,
 )
+from .keys import resolve_keys
+from .node import Node
 from .progress import Progress
+from .record import Outcome, Record
 from .sizing import FAST_FOOTPRINTS, footprint
 from .store.base import MISSING, Result
+from .store.store import Store
 
-if TYPE_CHECKING:
-    from .session import Session
-
-__all__ = ["resolve_keys", "key_one", "Pull"]
+__all__ = ["Host", "Outcome", "Pull", "Record"]
 
 _perf = time.perf_counter
-_digest = xxhash.xxh3_128_digest
+_NEVER = float("inf")  # the sync loop's next bar update when there is no bar
 _BATCH = 64  # small results the sync loop hands to the store per call
 # Results this small with no shared buffer (one private part) may wait in a batch: 64 of
 # them hold at most 4 MiB outside the store's budget. No array, frame or tensor is that.
 _SMALL = 64 * 1024
 _RUN_NEXT = object()  # the plan's stack marker: its dependencies are planned, order it
 log = logging.getLogger(__name__)
-# The code fingerprint last seen per function identity (module, qualname, node name), so a
-# re-run notebook cell that redefines a node function can be told apart from a new one.
-_code_seen: dict[tuple[str, str, str], bytes] = {}
 
 
-def resolve_keys(roots: Iterable[Node]) -> None:
-    """Compute the key of every node above ``roots`` that has none, dependencies first.
+class Host(Protocol):
+    """What a pull needs of the session it runs in (``session.Session`` is one)."""
 
-    Only stale or never-keyed nodes are visited: a node with a key has keyed ancestors.
-    Raises ``CycleError`` if the stale part of the graph has a cycle. Holds the graph lock,
-    so an ``Input.set()`` in another thread cannot leave a key built from a mix of values.
-    """
-    with _graph_lock:
-        _resolve(roots)
-
-
-def _resolve(roots: Iterable[Node]) -> None:
-    stack = [n for n in roots if n._key is None]
-    expanded: set[Node] = set()  # Nodes hash by identity
-    prefixes: dict[NodeOptions, bytes] = {}  # SCHEME + fingerprint, per factory
-    while stack:
-        n = stack[-1]
-        if n._key is not None:
-            stack.pop()
-            continue
-        if n not in expanded:
-            pending = []  # a loop, not a comprehension: cheaper for a few items on 3.11
-            for d in n.deps:
-                if d._key is None:
-                    pending.append(d)
-            if pending:
-                expanded.add(n)
-                for d in pending:
-                    if d in expanded:
-                        toposort(stack)  # raises CycleError naming the cycle
-                stack.extend(pending)
-                continue
-        stack.pop()
-        prefix = prefixes.get(n.options)
-        if prefix is None:
-            prefix = prefixes[n.options] = _key_prefix(n)
-        _set_key(n, prefix)
-
-
-def key_one(n: Node) -> None:
-    """Key ``n``, whose dependencies all have keys (the new-Node hit path)."""
-    if n._dependents is None:  # no Input upstream: no set() can race with this key
-        _set_key(n, _key_prefix(n))
-        return
-    with _graph_lock:
-        if n._key is None:
-            _set_key(n, _key_prefix(n))
-
-
-def _key_prefix(n: Node) -> bytes:
-    """``SCHEME`` + ``n``'s code fingerprint, from its factory while the cache entry is valid."""
-    options = n.options
-    entry = options._fp_entry
-    if entry is not None and entry.ref() is n.func and _still_valid(entry.checks):
-        return options._key_prefix
-    fp = function_fingerprint(n.func, options.version)
-    options._fp_entry = _CACHE.entry(n.func, options.version)
-    options._key_prefix = SCHEME + fp
-    if options._fingerprint != fp:
-        _code_changed(n, fp)
-    return options._key_prefix
-
-
-def _set_key(n: Node, prefix: bytes) -> None:
-    data = None if n.kwargs else encode_scalars(n.args)
-    if data is not None:  # prefixed_key's one-shot path, without its call: once per node
-        key, persistable = _digest(prefix + data), True
-    else:
-        key, persistable = prefixed_key(prefix, n.args, n.kwargs)
-    if persistable:
-        for dep in n.deps:
-            if not dep._persistable:
-                persistable = False
-                break
-    n._persistable = persistable
-    n._key = key
-
-
-def _code_changed(n: Node, fp: bytes) -> None:
-    """Note a fingerprint that differs from the one ``n``'s factory used before.
-
-    A factory keying for the first time is compared with the last factory of the same name
-    (a re-run cell: explain() says "code changed"). A factory whose own fingerprint changed
-    (a helper it calls was redefined) starts a new revision, so stale nodes built from it
-    are not backdated to results of the old code.
-    """
-    options = n.options
-    module = getattr(n.func, "__module__", None) or ""
-    ident = (module, getattr(n.func, "__qualname__", ""), options.name)
-    if options._fingerprint is None:
-        seen = _code_seen.get(ident)
-        options._replaced = seen is not None and seen != fp
-    else:
-        options._code_changed_at = new_revision()
-    options._fingerprint = fp
-    _code_seen[ident] = fp
-
-
-Outcome = tuple[Node, str, str]  # (node, "hit" | "ran" | "cutoff", detail)
-
-
-class Record(Sequence[Outcome]):
-    """What a pull did to each node it visited, in order: ``(node, outcome, detail)``.
-
-    The sync loop logs a node that ran for the first time as the Node alone, the most
-    common line, so it allocates nothing per node for it; reading expands it.
-    """
-
-    __slots__ = ("log",)
-
-    def __init__(self) -> None:
-        self.log: list[Node | Outcome] = []
-
-    def __len__(self) -> int:
-        return len(self.log)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [_outcome(item) for item in self.log[index]]
-        return _outcome(self.log[index])
-
-    def __iter__(self) -> Iterator[Outcome]:
-        return map(_outcome, self.log)
-
-
-def _outcome(item: Node | Outcome) -> Outcome:
-    return (item, "ran", "new") if isinstance(item, Node) else item
+    store: Store
+    claims: Claims
+    config: Config
 
 
 class Pull:
@@ -202,22 +78,34 @@ class Pull:
     hand the value to ``finish``.
     """
 
-    def __init__(self, session: Session, roots: Sequence[Node]) -> None:
+    def __init__(
+        self, session: Host, roots: Sequence[Node], *, find: Callable[[bytes], Any] | None = None
+    ) -> None:
         self.session = session
         self.store = session.store
+        self.claims = session.claims
+        self._find = find  # the plan's lookup: the store's, or an executor's (dask: remote refs)
+        # A cache_dir shared with other processes: persisted nodes are locked across them
+        # (S5.10). An executor whose workers take the locks themselves turns it off.
+        self.shared = session.config.cache_dir is not None
         self.roots = roots
         self.values: dict[bytes, Any] = {}
         self.order: list[Node] = []
         self.consumers: dict[bytes, int] = {}
         self.record = Record()
-        self._state: dict[bytes, Node] = {}  # key -> the node planning visited for it
-        self._twins: dict[int, list[Node]] = {}  # id(visited node) -> its unvisited twins
+        self.books = Verifier(-1)  # the revision is known once keys are resolved
         self._running = True
+        self._batch: list[Result] = []  # the sync loop's results not yet stored
+        self.parent = nesting.current()  # nested in that frame: a node called compute()
+        if self.parent is not None and self.parent[1] is None:
+            self.parent[0].flush_batch()  # it waits in one of its nodes, in this thread
+        self._frame = nesting.push(self)
         begin_pull()  # until results() or release_all_claims(): Input.set() waits
-        self._started_alone = session._pull_started(self)
+        self._started_alone = self.claims.pull_started()
         try:
             resolve_keys(roots)
-            self.revision = current_revision()  # after resolve_keys: a code change bumps it
+            # after resolve_keys: a code change it noticed started a new revision
+            self.revision = self.books.revision = current_revision()
             self.keep = {r._key for r in roots}
             # Values this pull holds are swapped for their memory maps once spilled, so a
             # node reading many large inputs at once does not hold them all in RAM.
@@ -225,30 +113,29 @@ class Pull:
             self._plan()
         except BaseException:  # e.g. a CycleError: this pull never ran
             self._end()
-            session._pull_ended(self, ran=False)
             raise
         self.progress = Progress(len(self.order)) if session.config.progress else None
+        self._shown = 0  # results of the sync loop's current batch the bar already counts
 
     def _end(self) -> None:
         if self._running:
             self._running = False
+            nesting.pop(self._frame)
             self.store.unpin(self.values)
-            if self._twins:  # their visited twin never finished (an error): be conservative
-                rest = [t for twins in self._twins.values() for t in twins]
-                self._twins.clear()
-                self._verify_unvisited(rest)
-            self._state = {}
+            self.books.close()
+            self.claims.pull_ended()
             end_pull()
 
     # -- planning ------------------------------------------------------------------------
 
     def _plan(self) -> None:
-        find = self.store.find
+        find = self._find or self.store.find
         misses = 0
         values, order, consumers = self.values, self.order, self.consumers
         record = self.record.log
-        state = self._state
-        unvisited: list[Node] = []  # may hold stale bookkeeping: see _verify_unvisited
+        books = self.books
+        state, twins, verified = books.visited, books.twins, books.verified
+        unvisited: list[Node] = []  # may hold stale bookkeeping: see Verifier.verify_unvisited
         hits: set[int] = set()
         for root in self.roots:
             stack: list[Any] = [root]  # Nodes to visit; _RUN_NEXT: the Node below it is ready
@@ -260,8 +147,8 @@ class Pull:
                 k: bytes = n._key
                 seen = state.get(k)
                 if seen is not None:
-                    if seen is not n and n._prev_key is not None:
-                        self._twins.setdefault(id(seen), []).append(n)
+                    if seen is not n and n._verified_key is not None:
+                        twins.setdefault(id(seen), []).append(n)
                     continue
                 state[k] = n
                 value, where = find(k)
@@ -269,15 +156,15 @@ class Pull:
                     values[k] = value
                     record.append((n, "hit", where))
                     if n._dependents is not None:
-                        last = n._prev_key
+                        last = n._verified_key
                         if last is not None or n._changed_at < 0:
                             # stale or first verified: its dependencies may be stale too (a
                             # clean node's are not: marking them would have marked it)
                             unvisited.extend(n.deps)
-                        self._verified(n, changed=last not in (None, k))
+                        verified(n, changed=last not in (None, k))
                         hits.add(id(n))
                     continue
-                misses += 1
+                misses += n.func is not input_value  # an Input's value is set, not looked up
                 stack.append(n)
                 stack.append(_RUN_NEXT)
                 for d in reversed(n.deps):  # reversed: the first argument runs first
@@ -286,59 +173,13 @@ class Pull:
                     seen = state.get(dk)
                     if seen is None:
                         stack.append(d)
-                    elif seen is not d and d._prev_key is not None:
-                        self._twins.setdefault(id(seen), []).append(d)
+                    elif seen is not d and d._verified_key is not None:
+                        twins.setdefault(id(seen), []).append(d)
         self.store.count_misses(misses)
-        for visited in [h for h in self._twins if h in hits]:  # already verified: no waiting
-            unvisited.extend(self._twins.pop(visited))
+        if twins and hits:  # twins of nodes already verified: no waiting for them
+            unvisited.extend(books.settle_hits(hits))
         if unvisited:
-            self._verify_unvisited(unvisited)
-
-    def _verify_unvisited(self, candidates: list[Node]) -> None:
-        """Verify the stale nodes whose keys were re-resolved but that this pull skips.
-
-        They sit above a hit, or are equal calls built twice (twins) of a node the pull
-        visits. A dependent verified now has them as its baseline; left with bookkeeping
-        from an older revision, a later backdate of that dependent would compare against
-        the wrong one (an Input set away and back with the result in between evicted).
-        Their result is the one under their current key, so they changed unless that key
-        is the last verified one.
-        """
-        state = self._state
-        stack = candidates
-        while stack:
-            n = stack.pop()
-            if n._prev_key is None or n._key is None or state.get(n._key) is n:
-                continue  # clean, not resolved, or visited (the pull verifies it)
-            self._verified(n, changed=n._prev_key != n._key)
-            stack.extend(n.deps)
-
-    def _verified(self, n: Node, *, changed: bool) -> None:
-        """Salsa's bookkeeping for a node that may go stale: verified now, changed when."""
-        previous = n._prev_key
-        n._verified_at = self.revision
-        if changed or previous is None and n._changed_at < 0:
-            n._changed_at = self.revision
-            n._result_hash = None
-        n._prev_key = None
-        n._cause = None
-        if self._twins:
-            twins = self._twins.pop(id(n), None)
-            if twins:
-                self._verify_twins(twins, previous, changed=changed)
-
-    def _verify_twins(self, twins: list[Node], previous: bytes | None, *, changed: bool) -> None:
-        """Verify the unvisited twins of a node just verified: same key, so same result.
-
-        A twin whose last verified key was the visited node's shares its history, so it
-        changed exactly when that node did; any other changed unless its key came back.
-        """
-        for t in twins:
-            last = t._prev_key
-            if last is None:
-                continue
-            self._verified(t, changed=last != t._key and (changed or last != previous))
-            self._verify_unvisited(list(t.deps))
+            books.verify_unvisited(unvisited)
 
     # -- running -------------------------------------------------------------------------
 
@@ -352,13 +193,21 @@ class Pull:
         results, before any other node runs, at the end, and on an error. A result that is
         not small goes at once (the store's byte budget must see it). Claims on batched
         keys are held until they are stored, so a pull waiting for one finds it.
+
+        It is the one function over 60 lines in the package on purpose: this loop runs once
+        per node of every fresh pull, and each helper call it made would cost more than
+        the rest of a small node's work (benchmarks/compare.py holds it to 5x dask).
         """
-        values, session, alone = self.values, self.session, self._started_alone
-        inflight = session._inflight
+        values, claims, alone = self.values, self.claims, self._started_alone
+        shared = self.shared
+        claim = claims.claim
         record, revision = self.record.log, self.revision
         consumers, keep = self.consumers, self.keep
-        batch: list[Result] = []
+        batch = self._batch
         fast_footprint = FAST_FOOTPRINTS.get
+        # The bar moves by time too: batched small results would otherwise reach it only
+        # when their batch is stored (at the end, for a pull of slow nodes).
+        show_at = self.progress.due if self.progress is not None else _NEVER
         try:
             for n in self.order:
                 k: bytes = n._key  # type: ignore[assignment]
@@ -368,8 +217,9 @@ class Pull:
                     or n._nested
                     or n.kwargs
                     or not options.cache
-                    or session._pulls_started != alone
-                    or inflight.setdefault(k, self) is not self
+                    or claims.started != alone
+                    or shared
+                    or claim(k, self) is not self
                 ):
                     if batch:
                         self._store_batch(batch)
@@ -395,10 +245,13 @@ class Pull:
                 except BaseException:
                     self.release_claim(n)
                     raise
-                seconds = _perf() - start
-                values[k] = value
+                end = _perf()
+                seconds = end - start
                 sizer = fast_footprint(type(value))
+                if sizer is None and hasattr(type(value), "__next__"):  # S2.6: refused
+                    self._failed(n, args, {}, iterator_result(value))
                 parts = sizer(value) if sizer is not None else footprint(value)
+                values[k] = value
                 batch.append((k, value, parts, seconds, options, n._persistable))
                 if n._verified_at < 0:
                     record.append(n)  # (n, "ran", "new") in the record's short form
@@ -417,26 +270,35 @@ class Pull:
                 small = len(parts) == 1 and part[0] is None and part[1] < _SMALL  # may wait
                 if not small or len(batch) == _BATCH:
                     self._store_batch(batch)
+                elif end >= show_at:
+                    show_at = self._show_batched(len(batch))
                 del args, value  # the next node must not keep this one's inputs alive
         finally:
             if batch:
                 self._store_batch(batch)
+
+    def flush_batch(self) -> None:
+        """Store the sync loop's batched results now: a pull nested in this one needs them."""
+        if self._batch:
+            self._store_batch(self._batch)
 
     def _store_batch(self, batch: list[Result]) -> None:
         """Hand ``batch`` to the store, release its keys' claims and empty it."""
         try:
             self.store.insert_many(batch)
         finally:
-            inflight = self.session._inflight
-            for result in batch:
-                if inflight.get(result[0]) is self:
-                    del inflight[result[0]]
-            if self.session._waiting:
-                with self.session._cond:
-                    self.session._cond.notify_all()
+            self.claims.release_batch(batch, self)
             if self.progress is not None:
-                self.progress.tick(len(batch))
+                self.progress.tick(len(batch) - self._shown)
+                self._shown = 0
             batch.clear()
+
+    def _show_batched(self, count: int) -> float:
+        """Show the bar ``count`` results of the batch being filled; when to show it next."""
+        assert self.progress is not None  # _NEVER is never reached without a bar
+        self.progress.tick(count - self._shown)
+        self._shown = count
+        return self.progress.due
 
     def run_node(self, n: Node) -> None:
         """Run ``n`` here (or reuse a result its inputs allow, or another pull produced)."""
@@ -455,18 +317,25 @@ class Pull:
     def prepare(self, n: Node) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """Claim ``n`` for this pull and return its arguments, or None if it needs no run.
 
-        None means the value is already in ``values``: backdated (early cutoff), or computed
-        meanwhile by another pull of the same session (run-once across threads).
+        None means the value is already in ``values``: backdated, or computed meanwhile by
+        another pull of the same session (run-once across threads).
         """
-        if n._prev_key is not None and self._backdate(n):
-            return None
+        if n._verified_key is not None:
+            old = backdate(n, self.store)
+            if old is not MISSING:  # reused: the same object, now under the new key too
+                self.store.count_misses(-1)  # planned as a miss, reused (a hit): not a run
+                self.values[n._key] = old  # type: ignore[index]
+                self.record.log.append((n, BACKDATED, ""))
+                self.books.verified(n, changed=False)
+                self._release(n)
+                return None
         if n.options.cache:
             value = self._claim(n)
             if value is not MISSING:
                 self.values[n._key] = value  # type: ignore[index]
                 self.record.log.append((n, "hit", "memory"))
                 if n._dependents is not None:
-                    self._verified(n, changed=n._prev_key is not None)
+                    self.books.verified(n, changed=n._verified_key is not None)
                 self._release(n)
                 return None
         return self.arguments(n)
@@ -474,41 +343,30 @@ class Pull:
     def _claim(self, n: Node) -> Any:
         """Own ``n``'s key; MISSING, or the value another pull produced meanwhile."""
         k: bytes = n._key  # type: ignore[assignment]
-        session = self.session
-        inflight = session._inflight
-        if inflight.setdefault(k, self) is self:
-            if session._pulls_started == self._started_alone:
-                return MISSING  # no other pull since this one planned: nothing to re-check
+        owner = self.claims.claim(k, self)
+        if owner is self and self.claims.started == self._started_alone:
+            value = MISSING  # no other pull since this one planned: nothing to re-check
         else:
-            with session._cond:
-                session._waiting += 1
-                try:
-                    while inflight.setdefault(k, self) is not self:
-                        session._cond.wait(0.1)
-                finally:
-                    session._waiting -= 1
-        value = self.store.get(k)
+            if owner is not self:
+                nesting.check_not_waiting_on_itself(self, n, owner)  # CycleError (S7.2)
+                self.claims.wait(k, self)
+            value = self.store.find(k)[0]  # found: a hit, and the miss planned is no run
+        if value is MISSING and self.shared and n.options.persist and n._persistable:
+            value = self.store.lock_to_compute(k)  # another process's entry (S5.10)
         if value is not MISSING:
+            self.store.count_misses(-1)
             self.release_claim(n)
         return value
 
     def release_claim(self, n: Node) -> None:
         """Give up ``n``'s key (finished or failed) and wake pulls waiting for it."""
-        session = self.session
-        if session._inflight.get(n._key) is self:  # type: ignore[arg-type]
-            del session._inflight[n._key]  # type: ignore[arg-type]
-            if session._waiting:
-                with session._cond:
-                    session._cond.notify_all()
+        self.claims.release(n._key, self)  # type: ignore[arg-type]
+        if self.shared:
+            self.store.unlock(n._key)  # type: ignore[arg-type]
 
     def release_all_claims(self) -> None:
         """Give up every key this pull still owns (after an error or an interrupt)."""
-        session = self.session
-        owned = [k for k, owner in list(session._inflight.items()) if owner is self]
-        for k in owned:
-            session._inflight.pop(k, None)
-        with session._cond:
-            session._cond.notify_all()
+        self.claims.release_all(self)
         self._end()
 
     def arguments(self, n: Node) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -517,7 +375,13 @@ class Pull:
             return n.args, n.kwargs
         values = self.values
         if n._nested:
-            return _substitute(n.args, values), _substitute(n.kwargs, values)
+            def value_of(d: Node) -> Any:
+                return values[d._key]  # type: ignore[index]
+
+            return (
+                substitute(n.args, value_of, kind=Node),
+                substitute(n.kwargs, value_of, kind=Node),
+            )
         args = tuple([values[a._key] if isinstance(a, Node) else a for a in n.args])  # type: ignore[index]
         if not n.kwargs:
             return args, n.kwargs
@@ -530,9 +394,12 @@ class Pull:
     def call(self, n: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Call ``n``'s function; a CUDA out-of-memory error frees GPU entries and retries once."""
         try:
-            return n.func(*args, **kwargs)
+            value = n.func(*args, **kwargs)
         except Exception as exc:
             return self._failed(n, args, kwargs, exc)
+        if hasattr(type(value), "__next__"):  # S2.6: a cached iterator comes back exhausted
+            self._failed(n, args, kwargs, iterator_result(value))  # type: ignore[arg-type]
+        return value
 
     def _failed(
         self, n: Node, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
@@ -559,20 +426,35 @@ class Pull:
             self.release_claim(n)
             raise
 
-    def finish(self, n: Node, value: Any, seconds: float) -> None:
-        """Take ``n``'s value: cache it, decide early cutoff, release finished inputs."""
+    def finish(
+        self,
+        n: Node,
+        value: Any,
+        seconds: float,
+        *,
+        parts: tuple[tuple[Any, int, str], ...] | None = None,
+        digest: bytes | None = None,
+    ) -> None:
+        """Take ``n``'s value: cache it, decide early cutoff, release finished inputs.
+
+        ``parts`` (its footprint) and ``digest`` (its content hash) when the caller knows
+        them: a result kept on a cluster (``store.cluster.Remote``) is neither sized nor
+        hashed here.
+        """
         k: bytes = n._key  # type: ignore[assignment]
         self.values[k] = value
         options = n.options
         if options.cache:
-            self.store.insert_many([(k, value, footprint(value), seconds, options, n._persistable)])
-            self.release_claim(n)
-        elif n.func is not _input_value:  # an Input's value is not a computation
+            if parts is None:
+                parts = footprint(value)
+            self.store.insert_many([(k, value, parts, seconds, options, n._persistable)])
+            self.claims.release(k, self)
+        elif n.func is not input_value:  # an Input's value is not a computation
             self.store.note_compute(options.name, seconds)
         if n._dependents is not None:
-            same, digest = self._same_as_before(n, value)
-            self.record.log.append((n, "ran", self._why(n, not same)))
-            self._verified(n, changed=not same)
+            same, digest = same_as_before(n, value, load=self.store.fetch, digest=digest)
+            self.record.log.append((n, "ran", why(n, not same)))
+            self.books.verified(n, changed=not same)
             if digest is not None:
                 n._result_hash = digest
         else:
@@ -595,92 +477,7 @@ class Pull:
                 del consumers[dk]  # type: ignore[arg-type]
                 values.pop(dk, None)  # type: ignore[arg-type]
 
-    # -- early cutoff --------------------------------------------------------------------
-
-    def _backdate(self, n: Node) -> bool:
-        """Reuse the result under ``n``'s last verified key if no dependency changed since.
-
-        No result is hashed here, so this holds for ``cutoff=False`` nodes too (``cutoff``
-        is about hashing a node's own result, see ``_same_as_before``).
-        """
-        verified_at = n._verified_at
-        if verified_at < 0 or n.options._code_changed_at > verified_at:
-            return False  # never verified (no baseline to compare with), or code changed
-        for d in n.deps:
-            if _changed_since(d, verified_at):
-                return False
-        old = self.store.get(n._prev_key)  # type: ignore[arg-type]
-        if old is MISSING:
-            return False
-        k: bytes = n._key  # type: ignore[assignment]
-        self.values[k] = old
-        if n.options.cache:
-            previous = self.store.entry(n._prev_key)  # type: ignore[arg-type]
-            self.store.put(
-                k,
-                old,
-                name=n.options.name,
-                seconds=previous.seconds if previous is not None else 0.0,
-                persistable=n._persistable,
-                spill=n.options.spill,
-                persist=n.options.persist,
-            )
-        self.record.log.append((n, "cutoff", ""))
-        self._verified(n, changed=False)
-        self._release(n)
-        return True
-
-    def _same_as_before(self, n: Node, value: Any) -> tuple[bool, bytes | None]:
-        """Whether ``value`` has the content of ``n``'s last verified result; its hash.
-
-        The hash of the new result is kept on the node, so the next recomputation hashes
-        only its own result (not the old one again, possibly read back from disk).
-        """
-        previous = n._prev_key
-        if previous is None:  # computed again after an eviction (or the first time)
-            return n._changed_at >= 0, None
-        if n.func is _input_value:
-            if previous == n._key:
-                return True, None
-            # An Input holding a node passes that node's result on: unchanged if it was not
-            # set since (its _cause would be itself) and the node's result did not change.
-            verified_at = n._verified_at
-            same = (
-                n._cause is not n
-                and bool(n.deps)
-                and not any(_changed_since(d, verified_at) for d in n.deps)
-            )
-            return same, None
-        if not n.options.cutoff or not _has_dependents(n):
-            return False, None  # nothing to save: hashing the result would be wasted work
-        digest: bytes = content_hash(value)[0]
-        old = n._result_hash
-        if old is None:
-            old_value = self.store.get(previous)
-            if old_value is MISSING:
-                return False, digest
-            old = content_hash(old_value)[0]
-        return old == digest, digest
-
-    def _why(self, n: Node, changed: bool) -> str:
-        """Why a node that may go stale ran, and whether its result changed (for explain)."""
-        if n._prev_key is None:
-            new = n._changed_at < 0
-            if n.func is _input_value:
-                return "new" if new else "unchanged"
-            return "new" if new else "not cached"
-        if n.func is _input_value:
-            return "changed" if changed else "unchanged"
-        verified_at = n._verified_at
-        if n.options._code_changed_at > verified_at:
-            why = "code changed"
-        else:
-            names = [d.name for d in n.deps if _changed_since(d, verified_at)]
-            # nothing it reads changed, yet it ran: its earlier result was evicted
-            why = "changed: " + ", ".join(dict.fromkeys(names)) if names else "not cached"
-        return why if changed else why + "; result unchanged"
-
-    # -- errors --------------------------------------------------------------------------
+    # -- errors and the end --------------------------------------------------------------
 
     def node_error(self, n: Node, exc: BaseException, *, detail: str | None = None) -> NodeError:
         """A NodeError naming ``n`` and the path from the pulled node down to it."""
@@ -697,46 +494,3 @@ class Pull:
         self.values.clear()
         self.consumers.clear()
         return results
-
-
-def _has_dependents(n: Node) -> bool:
-    """True when some node built on ``n`` is still alive (dead edges remove themselves)."""
-    return bool(n._dependents)
-
-
-def _changed_since(d: Node, revision: int) -> bool:
-    """True when dependency ``d``'s result may differ from the one it had at ``revision``.
-
-    ``d`` was verified by this pull unless another node with the same key stood in for it
-    (equal calls built twice, e.g. a re-run cell): then ``d`` itself still has its last
-    verified key in ``_prev_key``, and a different current key counts as a change.
-    """
-    if d._changed_at > revision:
-        return True
-    previous = d._prev_key
-    return previous is not None and previous != d._key
-
-
-def _substitute(obj: Any, values: dict[bytes, Any]) -> Any:
-    """Rebuild list/tuple/dict/set containers with Nodes replaced by their values."""
-    if isinstance(obj, Node):
-        return values[obj._key]  # type: ignore[index]
-    if isinstance(obj, dict):
-        pairs = {_substitute(k, values): _substitute(v, values) for k, v in obj.items()}
-        return pairs if type(obj) is dict else _rebuild(obj, pairs)
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = [_substitute(item, values) for item in obj]
-        if hasattr(obj, "_fields"):  # a namedtuple takes its fields as arguments
-            return type(obj)(*items)
-        return type(obj)(items) if type(obj) in (list, tuple, set, frozenset) else _rebuild(
-            obj, items
-        )
-    return obj
-
-
-def _rebuild(original: Any, contents: Any) -> Any:
-    """A container subclass rebuilt with new contents, or the plain type when it can't be."""
-    try:
-        return type(original)(contents)
-    except TypeError:
-        return contents

@@ -1,8 +1,10 @@
 """Sessions: the store, the executor and the memory monitor a pull runs with.
 
 Covers: ``Session`` (options, context manager, ``compute``, ``stats``, ``report``,
-``close``), the process-wide current session (``configure``, ``current_session``) and the
-module-level ``compute``. Does not cover: what runs (``scheduler``) or tiers (``store``).
+``close``), ``configure`` (the default session) and the module-level ``compute``. Does not
+cover: the current-session stack (``context``, which this module gives the ``Session``
+class to build the default one), what runs (``scheduler``), run-once claims (``claims``)
+or tiers (``store``).
 
 >>> import lazygraph
 >>> @lazygraph.node
@@ -16,25 +18,32 @@ module-level ``compute``. Does not cover: what runs (``scheduler``) or tiers (``
 from __future__ import annotations
 
 import atexit
-import sys
 import threading
 import weakref
 from typing import Any
 
+from . import context
+from .arguments import find_deps, substitute
+from .claims import Claims
 from .config import Config
+from .display import show
 from .errors import LazyGraphError
 from .executors import make_executor
+from .incremental import outdated, refresh_watched, warn_outdated, watched
+from .keys import key_one
 from .node import Node
 from .pressure import MemoryMonitor
-from .scheduler import Pull, key_one
+from .scheduler import Pull
 from .store.base import MISSING
 from .store.store import Stats, Store
 
 __all__ = ["Session", "configure", "current_session", "compute"]
 
+current_session = context.current_session  # the public name, re-exported
+
+# Guards the executors and the history of every session (neither is on a per-node path).
 _lock = threading.RLock()
-_stack: list[Session] = []
-_default: Session | None = None
+# Open sessions, closed at interpreter exit (weak: a dropped session is not kept alive).
 _open: weakref.WeakSet[Session] = weakref.WeakSet()
 
 
@@ -43,8 +52,8 @@ class Session:
 
     Options (all optional, also from ``LAZYGRAPH_<NAME>`` environment variables):
     ``memory_limit``, ``rss_limit``, ``min_available``, ``cuda_limit``, ``spill``,
-    ``spill_threshold``, ``cache_dir``, ``persist``, ``disk_limit``, ``executor``,
-    ``workers``, ``progress``, ``freeze``. See ``lazygraph.config.Config``.
+    ``spill_threshold``, ``cache_dir``, ``persist``, ``disk_limit``, ``cluster_limit``,
+    ``executor``, ``workers``, ``progress``, ``freeze``. See ``lazygraph.config.Config``.
 
     >>> import lazygraph
     >>> with lazygraph.Session(memory_limit="1GB", progress=False) as session:
@@ -57,12 +66,9 @@ class Session:
         self.store = Store(self.config)
         self._executors: dict[str, Any] = {}
         self._monitor: MemoryMonitor | None = None
-        self._inflight: dict[bytes, Pull] = {}
-        self._cond = threading.Condition()
-        self._waiting = 0
-        self._active = 0
-        self._pulls_started = 0
+        self.claims = Claims()  # run-once across this session's pulls
         self.closed = False
+        self._close_lock = threading.Lock()
         self.history: list[Pull] = []  # the last few pulls, for explain() and reports
         _open.add(self)
 
@@ -70,9 +76,13 @@ class Session:
 
     def compute(self, *nodes: Node, executor: Any = None) -> tuple[Any, ...]:
         """Pull ``nodes`` and return their values as a tuple, in argument order."""
+        if watched:  # file sources: a stat each, and a set() for those whose content changed
+            refresh_watched()
         if len(nodes) == 1 and executor is None:
             hit = self._memory_hit(nodes[0])
             if hit is not MISSING:
+                if outdated:  # S3.9: a node of a replaced definition says so
+                    warn_outdated(nodes)
                 return (hit,)
         if self.closed:
             raise LazyGraphError("this Session is closed; create a new one")
@@ -80,7 +90,7 @@ class Session:
             if not isinstance(n, Node):
                 raise TypeError(f"compute() expects Nodes (got {type(n).__name__}: {n!r:.60})")
         self._ensure_monitor()
-        pull = Pull(self, nodes)
+        pull = Pull(self, nodes, find=self._plan_lookup(executor, nodes))
         try:
             if pull.order:
                 self._executor(executor).run(pull)
@@ -92,6 +102,8 @@ class Session:
             if pull.progress is not None:
                 pull.progress.close()
             self._pull_ended(pull)
+        if outdated:
+            warn_outdated([*nodes, *(n for n, _, _ in pull.record)])
         return results
 
     def _memory_hit(self, n: Any) -> Any:
@@ -99,7 +111,7 @@ class Session:
 
         It plans nothing, so the node's last-pull record becomes "memory" (for explain()).
         """
-        if not isinstance(n, Node) or n._prev_key is not None or self.closed:
+        if not isinstance(n, Node) or n._verified_key is not None or self.closed:
             return MISSING
         key = n._key
         if key is None:
@@ -114,6 +126,14 @@ class Session:
             n._last_pull = "memory"
         return value
 
+    def _plan_lookup(self, choice: Any, nodes: tuple[Node, ...]) -> Any:
+        """The executor's lookup for the plan (Dask: results held there stay there), or None
+        for the store's own. Only asked once a cluster holds results for this session."""
+        if self.store.cluster is None:
+            return None
+        finder = getattr(self._executor(choice), "finder", None)
+        return finder(self.store, nodes) if finder is not None else None
+
     def _executor(self, choice: Any) -> Any:
         choice = self.config.executor if choice is None else choice
         if not isinstance(choice, str):
@@ -125,26 +145,22 @@ class Session:
             return choice
         executor = self._executors.get(choice)
         if executor is None:
-            executor = self._executors[choice] = make_executor(choice, workers=self.config.workers)
+            with _lock:  # one executor per name, and none made for a closed session
+                if self.closed:
+                    raise LazyGraphError("this Session is closed; create a new one")
+                executor = self._executors.get(choice)
+                if executor is None:
+                    executor = make_executor(choice, workers=self.config.workers)
+                    self._executors[choice] = executor
         return executor
-
-    def _pull_started(self, pull: Pull) -> int:
-        """Count a starting pull; the count if no other pull is running, else -1."""
-        with _lock:
-            self._active += 1
-            self._pulls_started += 1
-            return self._pulls_started if self._active == 1 else -1
 
     @property
     def pulls(self) -> int:
         """How many pulls this session planned (re-pulls served from memory not counted)."""
-        return self._pulls_started
+        return self.claims.started
 
-    def _pull_ended(self, pull: Pull, *, ran: bool = True) -> None:
+    def _pull_ended(self, pull: Pull) -> None:
         with _lock:
-            self._active -= 1
-            if not ran:
-                return
             self.history.append(pull)
             del self.history[:-8]
         for root in pull.roots:
@@ -169,9 +185,15 @@ class Session:
 
     def report(self) -> Any:
         """A per-function table of calls, time, sizes and locations (``str`` or pandas)."""
-        from .inspection import session_report
+        return show("session_report", self)
 
-        return session_report(self)
+    # -- forgetting ----------------------------------------------------------------------
+
+    def clear(self, *, disk: bool = False) -> None:
+        """Drop every result this session holds (memory, weak, spill files); with ``disk``,
+        every entry of its ``cache_dir`` too (without it they stay, and later pulls load them).
+        """
+        self.store.forget(self.store.all_keys(disk=disk), disk=disk)
 
     # -- lifetime ------------------------------------------------------------------------
 
@@ -180,52 +202,41 @@ class Session:
         self.store.flush()
 
     def close(self) -> None:
-        """Stop the monitor, close executors and release the store (temp spill files too)."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._monitor is not None:
-            self._monitor.stop()
-        for executor in self._executors.values():
+        """Stop the monitor, close executors and release the store (temp spill files too).
+
+        Idempotent, and safe from any thread, also while others compute: the first call
+        closes, any other returns at once. A pull started afterwards raises; one running
+        meanwhile fails or finishes, it never hangs (the store's close sees to its side).
+        """
+        with self._close_lock:  # one closer: two threads must not both close the executors
+            if self.closed:
+                return
+            self.closed = True
+        with _lock:  # _ensure_monitor() makes one under this lock: none is made after this
+            if self._monitor is None:
+                self._monitor = MemoryMonitor(self.store.evict, rss_limit=self.config.rss_limit,
+                                              min_available=self.config.min_available)
+            monitor = self._monitor
+        monitor.close()  # closed for good: a pull already running cannot start it again
+        with _lock:  # _executor() adds under the same lock: no executor made after the copy
+            executors = list(self._executors.values())
+            self._executors.clear()
+        for executor in executors:
             executor.close()
-        self._executors.clear()
         self.store.close()
         self.history.clear()
 
     def __enter__(self) -> Session:
-        with _lock:
-            _stack.append(self)
+        context.push(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        with _lock:
-            if self in _stack:
-                _stack.reverse()
-                _stack.remove(self)
-                _stack.reverse()
+        context.pop(self)
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"{len(self.store._memory)} entries in memory"
+        state = "closed" if self.closed else f"{self.stats().entries_in_memory} entries in memory"
         return f"<lazygraph.Session {state}, executor={self.config.executor!r}>"
-
-
-def current_session() -> Session:
-    """The innermost ``with Session()``, else the default one (made on first use)."""
-    global _default
-    try:
-        return _stack[-1]  # lock-free on the hot path; a concurrent pop falls through
-    except IndexError:
-        pass
-    session = _default
-    if session is not None and not session.closed:
-        return session
-    with _lock:
-        if _stack:
-            return _stack[-1]
-        if _default is None or _default.closed:
-            _default = Session()
-        return _default
 
 
 def configure(**options: Any) -> Session:
@@ -235,32 +246,36 @@ def configure(**options: Any) -> Session:
     >>> lazygraph.configure(memory_limit="256MB", progress=False).config.memory_limit
     256000000
     """
-    global _default
     session = Session(**options)  # built first: a bad option leaves the old one in place
-    with _lock:
-        old, _default = _default, session
+    old = context.replace_default(session)
     if old is not None:
         old.close()
     return session
 
 
-def compute(*nodes: Node, executor: Any = None) -> tuple[Any, ...]:
+def compute(*args: Any, executor: Any = None) -> tuple[Any, ...]:
     """Pull several nodes at once (shared ancestors run once); a tuple in argument order.
+
+    As ``dask.compute``: Nodes may sit in lists, tuples, dicts and sets; each item of the
+    tuple is its argument with values in place of Nodes (other values pass through).
 
     >>> import lazygraph
     >>> @lazygraph.node
     ... def square(x):
     ...     return x * x
     >>> with lazygraph.Session():
-    ...     lazygraph.compute(square(2), square(3))
-    (4, 9)
+    ...     lazygraph.compute(square(2), {"b": [square(3), 1]})
+    (4, {'b': [9, 1]})
     """
-    return current_session().compute(*nodes, executor=executor)
+    session = current_session()
+    if all(isinstance(a, Node) for a in args):
+        return session.compute(*args, executor=executor)
+    nodes, _ = find_deps(args, {}, kind=Node)
+    values = dict(zip(nodes, session.compute(*nodes, executor=executor), strict=True))
+    return tuple(substitute(a, values.__getitem__, kind=Node) for a in args)
 
 
-# Node.compute calls this without an import per call. ``from . import node`` would give the
-# @node decorator (the package attribute shadows the module), hence sys.modules.
-sys.modules[__package__ + ".node"]._current_session = current_session  # type: ignore[attr-defined]
+context.set_session_factory(Session)
 
 
 @atexit.register

@@ -2,13 +2,23 @@
 
 Covers: :func:`footprint` (the parts of a value's memory: which buffer, how many bytes, on
 which device), :func:`sizeof` (their sum) and :func:`freeze` (make cached arrays read-only,
-SPEC S2.4).  numpy, pandas and torch are handled without importing them: their handlers apply
-only to objects of types from modules already in ``sys.modules``.  Does not cover: deciding
-what to keep (the store does) or the device's own accounting (``lazygraph.cuda``).
+SPEC S2.4): the walk over builtins, containers and objects, and buffers held out of sight
+(closure cells, ``functools.partial`` arguments, the object a memoryview exports, an
+exception's arguments, attributes and chained exceptions).  numpy, pandas and torch values
+are sized by their handler modules (``lazygraph.handlers``, found on first sight of their
+types, so nothing here imports them).  Does not cover: deciding what to keep (the store
+does) or the device's own accounting (``lazygraph.cuda``).
 
 Estimates, not measurements: numpy arrays and torch tensors are exact (the whole buffer a view
 keeps alive); Python containers and object/string columns are sampled and scaled, so they are
 within a small factor, typically a few percent for homogeneous data.
+
+Bounded work per value: at most ``MAX_OBJECTS`` objects visited and ``MAX_DEPTH`` levels.
+Still not seen: objects past those bounds (counted by their own ``sys.getsizeof``), items of
+large containers outside the sample (their cost is scaled from the sample's), a function's
+globals, a bound method's ``__self__``, the frames (and locals) of an exception's traceback
+or of a generator, class attributes, and memory a C extension object holds without exposing
+it (``sys.getsizeof`` is all it says).
 
 >>> import numpy as np
 >>> a = np.zeros(1000)
@@ -21,30 +31,30 @@ True
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import sys
 import types
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from .handlers import registry
+from .handlers.base import Part
+
 __all__ = ["FAST_FOOTPRINTS", "Part", "footprint", "freeze", "sizeof"]
 
 logger = logging.getLogger(__name__)
 
-Part = tuple[Hashable | None, int, str]
-"""``(buffer_id, nbytes, device)``: ``buffer_id`` is None for private memory."""
-
 # Bounds of the recursive estimate: deep or wide structures are sampled, never walked whole.
-MAX_DEPTH = 8
+MAX_DEPTH = 32  # levels of containers and attributes; deeper objects count their own size
 CONTAINER_SAMPLE = 64  # items of a list/dict/set looked at before scaling up
-OBJECT_SAMPLE = 1000  # elements of an object array / string column looked at
-MAX_OBJECTS = 20_000  # objects visited per call, whatever the shape
+MAX_OBJECTS = 20_000  # objects visited per call, whatever the shape: the work per result
 SHARE_MIN = 64 * 1024  # str/bytes this big get an identity, as stores may hold them twice
 
 _getsizeof = sys.getsizeof
 _SCALARS = (int, float, complex, bool, type(None), str, bytes)
 _OPAQUE = (
-    type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+    type, types.ModuleType, types.BuiltinFunctionType, types.MethodType,
     types.CodeType, types.FrameType, types.GeneratorType, types.CoroutineType,
 )  # fmt: skip
 _PRIVATE_CACHE: dict[int, tuple[Part, ...]] = {}
@@ -151,8 +161,9 @@ _FAST: dict[type, Callable[[Any], tuple[Part, ...]]] = {
     bytes: _fast_text,
     tuple: _fast_tuple,
 }
-#: What ``footprint`` tries first, by exact type (numpy, pandas and torch join when first
-#: seen). A per-node caller looks here itself to save a call: ``FAST_FOOTPRINTS.get(type(v))``.
+#: What ``footprint`` tries first, by exact type (a library type joins when first seen, if
+#: its handler has a ``fast_size``: numpy arrays). A per-node caller looks here itself to
+#: save a call: ``FAST_FOOTPRINTS.get(type(v))``.
 FAST_FOOTPRINTS = _FAST
 
 
@@ -244,7 +255,12 @@ def _mapping(walk: _Walk, obj: Any, depth: int) -> None:
 def _generic(walk: _Walk, obj: Any, depth: int) -> None:
     walk.private += _safe_getsizeof(obj)
     if isinstance(obj, _OPAQUE):
-        return  # a function's globals or a class's attributes are not the value's memory
+        return  # a class's attributes or a module's globals are not the value's memory
+    _attributes(walk, obj, depth)
+
+
+def _attributes(walk: _Walk, obj: Any, depth: int) -> None:
+    """Visit an object's instance attributes: its ``__dict__`` and its slots."""
     attributes = getattr(obj, "__dict__", None)
     if type(attributes) is dict:
         walk.visit(attributes, depth + 1)
@@ -256,162 +272,77 @@ def _generic(walk: _Walk, obj: Any, depth: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# numpy
+# Buffers held out of sight: in closures, partials, memoryviews and exceptions (SPEC S5.2).
 
 
-# An array's own size is its buffer (``nbytes``, SPEC S5.2); the array object itself (112
-# bytes) is counted only for arrays inside containers, where many small ones add up.
-_ARRAY_OBJECT = 112
+def _function(walk: _Walk, func: Any, depth: int) -> None:
+    # What a function keeps alive of its own: closure cells, defaults, attributes. Its
+    # globals are the module's, not the function's, and are not walked.
+    walk.private += _safe_getsizeof(func)
+    for cell in func.__closure__ or ():
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # an empty cell: a name the enclosing function has not bound yet
+            continue
+        walk.visit(contents, depth + 1)
+    for held in (func.__defaults__, func.__kwdefaults__, func.__dict__):
+        if held:
+            walk.visit(held, depth + 1)
 
 
-def _ndarray(walk: _Walk, arr: Any, depth: int) -> None:
-    walk.private += _ARRAY_OBJECT if depth else 0
-    owner = _owner(arr)
-    address = owner.__array_interface__["data"][0]
-    walk.add_buffer(("cpu", address), int(owner.nbytes), "cpu")
-    if owner.dtype.hasobject and owner.size:
-        _object_elements(walk, owner, depth)
+def _partial(walk: _Walk, partial: Any, depth: int) -> None:
+    walk.private += _safe_getsizeof(partial)
+    for held in (partial.func, partial.args, partial.keywords):
+        walk.visit(held, depth + 1)
+    _attributes(walk, partial, depth)
 
 
-def _fast_ndarray(arr: Any) -> tuple[Part, ...]:
-    # The common top-level case (one numeric array) without a walk.
-    if arr.dtype.hasobject:
-        return _slow(arr)
-    owner = _owner(arr)
-    buffer_id = ("cpu", owner.__array_interface__["data"][0])
-    return ((buffer_id, int(owner.nbytes), "cpu"),)
-
-
-def _owner(arr: Any) -> Any:
-    """The array whose buffer ``arr`` views: follow ``.base`` through views and wrappers."""
-    ndarray = sys.modules["numpy"].ndarray
-    owner = arr
-    while True:
-        base = owner.base
-        if not isinstance(base, ndarray):
-            # as_strided / sliding_window_view wrap the array in an object with a .base
-            base = getattr(base, "base", None)
-            if not isinstance(base, ndarray):
-                return owner
-        owner = base
-
-
-def _object_elements(walk: _Walk, arr: Any, depth: int) -> None:
-    flat = arr.reshape(-1) if arr.flags.c_contiguous else arr.ravel(order="K")
-    step = max(1, flat.size // OBJECT_SAMPLE)
-    walk.visit_sample(list(flat[::step][:OBJECT_SAMPLE]), int(flat.size), depth + 1)
-
-
-# ---------------------------------------------------------------------------------------------
-# pandas: per block / column buffers, index and columns too.
-
-
-def _frame(walk: _Walk, df: Any, depth: int) -> None:
-    walk.private += 500 if depth else 0  # the DataFrame, manager and blocks: see _ARRAY_OBJECT
+def _memoryview(walk: _Walk, view: memoryview, depth: int) -> None:
+    # A view costs the buffer of the object it exports (a 40 MB bytearray or array), which it
+    # keeps alive; counted through that object so the object and its views count once.
+    walk.private += _getsizeof(view)
     try:
-        arrays = [block.values for block in df._mgr.blocks]
-    except AttributeError:  # a pandas without block managers: go column by column
-        arrays = [column.array for _, column in df.items()]
-    for values in arrays:
-        _array_like(walk, values, depth + 1)
-    walk.visit(df.index, depth + 1)
-    walk.visit(df.columns, depth + 1)
-
-
-def _series(walk: _Walk, series: Any, depth: int) -> None:
-    walk.private += 300 if depth else 0
-    values = getattr(series, "_values", None)
-    _array_like(walk, series.array if values is None else values, depth + 1)
-    walk.visit(series.index, depth + 1)
-
-
-def _index(walk: _Walk, index: Any, depth: int) -> None:
-    import pandas as pd
-
-    walk.private += 200
-    if isinstance(index, pd.RangeIndex):
+        exporter, nbytes = view.obj, view.nbytes
+    except ValueError:  # released: it holds nothing any more
         return
-    if isinstance(index, pd.MultiIndex):
-        for level in index.levels:
-            walk.visit(level, depth + 1)
-        for codes in index.codes:
-            walk.visit(codes, depth + 1)
+    if id(exporter) in walk.seen:
         return
-    _array_like(walk, index._values, depth + 1)
+    before = walk.total
+    walk.visit(exporter, depth + 1)
+    if _handler_for(type(exporter)) is _generic:
+        # An exporter whose size hides its buffer (an mmap, a C extension's object) still
+        # costs at least the bytes the view spans.
+        walk.private += max(0, nbytes - (walk.total - before))
 
 
-def _array_like(walk: _Walk, values: Any, depth: int) -> None:
-    """A column's array: an ndarray, or a pandas extension array over ndarrays or arrow."""
-    import numpy as np
-
-    if isinstance(values, np.ndarray):
-        walk.visit(values, depth)
-        return
-    walk.seen.add(id(values))
-    walk.private += 64
-    chunked = getattr(values, "_pa_array", None)
-    if chunked is not None:
-        _arrow(walk, chunked)
-        return
-    inner = [getattr(values, name, None) for name in ("_ndarray", "_data", "_mask", "_codes")]
-    arrays = [a for a in inner if isinstance(a, np.ndarray)]
-    for array in arrays:
-        walk.visit(array, depth)
-    if hasattr(values, "categories"):
-        walk.visit(values.categories, depth)
-    if not arrays and not hasattr(values, "categories"):
-        walk.private += int(values.nbytes)
-
-
-def _arrow(walk: _Walk, chunked: Any) -> None:
-    for chunk in getattr(chunked, "chunks", [chunked]):
-        for buffer in chunk.buffers():
-            if buffer is not None:
-                walk.add_buffer(("cpu", buffer.address), int(buffer.size), "cpu")
+def _exception(walk: _Walk, exc: BaseException, depth: int) -> None:
+    # Its arguments, attributes (notes included) and chained exceptions; not the frames of
+    # its traceback, whose locals belong to code that has returned.
+    walk.private += _safe_getsizeof(exc)
+    walk.visit(exc.args, depth + 1)
+    _attributes(walk, exc, depth)
+    for chained in (exc.__cause__, exc.__context__):
+        if chained is not None:
+            walk.visit(chained, depth + 1)
 
 
 # ---------------------------------------------------------------------------------------------
-# torch
-
-
-def _tensor(walk: _Walk, tensor: Any, depth: int) -> None:
-    walk.private += 80 if depth else 0  # the tensor object: see _ARRAY_OBJECT
-    device = _device_name(tensor.device)
-    try:
-        storage = tensor.untyped_storage()
-        nbytes, address = int(storage.nbytes()), storage.data_ptr()
-    except (RuntimeError, NotImplementedError):  # sparse, nested: no single storage
-        nbytes, address = tensor.element_size() * tensor.nelement(), 0
-    if tensor.device.type == "meta":
-        return  # a meta tensor has a shape and no data
-    if address:
-        walk.add_buffer((device, address), nbytes, device)
-    elif device == "cpu":
-        walk.private += nbytes
-    else:
-        walk.add_buffer((device, "tensor", id(tensor)), nbytes, device)
-    if tensor.is_leaf and tensor.grad is not None:
-        walk.visit(tensor.grad, depth + 1)
-
-
-def _device_name(device: Any) -> str:
-    if device.type == "cuda":
-        return f"cuda:{0 if device.index is None else device.index}"
-    return str(device)
-
-
-# ---------------------------------------------------------------------------------------------
-# Dispatch: exact type first, then the type's bases, then the lazily known libraries.
+# Dispatch: exact type first, then the type's bases, then the library handlers.
 
 _HANDLERS: dict[type, Handler] = {
     str: _text,
     bytes: _text,
+    bytearray: _text,
     list: _sequence,
     tuple: _sequence,
     set: _sequence,
     frozenset: _sequence,
     collections.deque: _sequence,
     dict: _mapping,
+    types.FunctionType: _function,
+    functools.partial: _partial,
+    memoryview: _memoryview,
+    BaseException: _exception,
 }
 _BASE_HANDLERS = dict(_HANDLERS)  # registered ones, consulted for subclasses
 
@@ -429,21 +360,22 @@ def _resolve(kind: type) -> Handler:
     for base in kind.__mro__:
         if base in _BASE_HANDLERS:
             return _BASE_HANDLERS[base]
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and issubclass(kind, numpy.ndarray):
-        _FAST.setdefault(numpy.ndarray, _fast_ndarray)
-        return _ndarray
-    pandas = sys.modules.get("pandas")
-    if pandas is not None:
-        for cls, handler in ((pandas.DataFrame, _frame), (pandas.Series, _series)):
-            if issubclass(kind, cls):
-                return handler
-        if issubclass(kind, pandas.Index):
-            return _index
-    torch = sys.modules.get("torch")
-    if torch is not None and issubclass(kind, torch.Tensor):
-        return _tensor
-    return _generic
+    library = registry.handler_for(kind)
+    if library is None or library.size is None:
+        return _generic
+    if library.fast_size is not None and len(_FAST) < 1_000:
+        _FAST.setdefault(kind, _fast_path(library.fast_size))
+    return library.size
+
+
+def _fast_path(fast: Callable[[Any], tuple[Part, ...] | None]) -> Callable[[Any], tuple[Part, ...]]:
+    """A library's footprint without a walk, walking only where it declines (None)."""
+
+    def footprint_fast(obj: Any) -> tuple[Part, ...]:
+        parts = fast(obj)
+        return parts if parts is not None else _slow(obj)
+
+    return footprint_fast
 
 
 # ---------------------------------------------------------------------------------------------
@@ -453,8 +385,9 @@ def _resolve(kind: type) -> Handler:
 def freeze(obj: object) -> None:
     """Make the numpy arrays in ``obj`` read-only, so in-place writes raise; never raises.
 
-    Handles numpy arrays, pandas DataFrames / Series / Index (the arrays under each column)
-    and lists, tuples and dict values holding them (bounded like :func:`footprint`).  An
+    Handles numpy arrays, pandas DataFrames / Series (the arrays under each column and the
+    index) and lists, tuples, sets and dict values holding them (bounded like
+    :func:`footprint`); the library handlers say what freezing means for their types.  An
     in-place write then raises ``ValueError: assignment destination is read-only``, also
     through ``df.loc[...] = v`` and ``df.iloc[...] = v``.  Limits: replacing a whole column
     (``df["a"] = ...``), adding columns or changing ``attrs`` still change the object, as do
@@ -478,38 +411,13 @@ def _freeze(obj: object, depth: int, budget: list[int]) -> None:
     budget[0] -= 1
     if budget[0] < 0 or depth > MAX_DEPTH or type(obj) in _SCALARS:
         return
-    numpy = sys.modules.get("numpy")
-    if numpy is not None and isinstance(obj, numpy.ndarray):
-        obj.setflags(write=False)
-    elif isinstance(obj, (list, tuple, set, frozenset)):
+    if isinstance(obj, (list, tuple, set, frozenset)):
         for item in obj:
             _freeze(item, depth + 1, budget)
     elif isinstance(obj, dict):
         for item in obj.values():
             _freeze(item, depth + 1, budget)
-    elif "pandas" in sys.modules:
-        _freeze_pandas(obj, depth, budget)
-
-
-def _freeze_pandas(obj: object, depth: int, budget: list[int]) -> None:
-    import pandas as pd
-
-    if isinstance(obj, pd.DataFrame):
-        for block in obj._mgr.blocks:
-            _freeze_array_like(block.values)
-    elif isinstance(obj, pd.Series):
-        _freeze_array_like(obj._values)
-    if isinstance(obj, (pd.DataFrame, pd.Series)) and not isinstance(obj.index, pd.RangeIndex):
-        _freeze_array_like(getattr(obj.index, "_values", None))
-
-
-def _freeze_array_like(values: Any) -> None:
-    import numpy as np
-
-    if isinstance(values, np.ndarray):
-        values.setflags(write=False)
-        return
-    for name in ("_ndarray", "_data", "_mask", "_codes"):
-        inner = getattr(values, name, None)
-        if isinstance(inner, np.ndarray):
-            inner.setflags(write=False)
+    else:
+        library = registry.handler_for(type(obj))
+        if library is not None and library.freeze is not None:
+            library.freeze(obj)

@@ -48,6 +48,14 @@ def _size_error(
     return ConfigError(f'{name} must be {what} like "2GB" (got {shown(value)}); {hint}')
 
 
+def _fraction_error(name: str, value: object, *, percent: bool) -> ConfigError:
+    share = '"50%" for a share of memory, or ' if percent else ""
+    return ConfigError(
+        f"{name} is a number of bytes, so {shown(value)} would be less than one byte; "
+        f'give a size such as {share}"512MB"'
+    )
+
+
 def parse_size(value: object, *, name: str, total: int | None = None) -> int:
     """Return ``value`` as a number of bytes; raise :class:`ConfigError` if it is not a size.
 
@@ -55,7 +63,9 @@ def parse_size(value: object, *, name: str, total: int | None = None) -> int:
     number and an optional unit, case-insensitive: ``B``, ``KB``/``K``, ``MB``/``M``, ``GB``/``G``,
     ``TB``/``T``, ``PB`` (powers of 1000) and ``KiB``/``Ki`` ... ``PiB`` (powers of 1024).
     ``"1e9"`` is accepted, as Python accepts ``1e9``.  With ``total`` given, ``"10%"`` means
-    10% of ``total``.  Every bad value, wrong types included, raises ``ConfigError`` (a
+    10% of ``total``.  A size is a byte count: a number between 0 and 1 (``0.5``, ``"0.5"``),
+    most likely meant as a fraction of memory, is refused rather than rounded down to 0 (say
+    ``"50%"``).  Every bad value, wrong types included, raises ``ConfigError`` (a
     ``ValueError``), so one ``except`` catches any bad configuration.
 
     >>> parse_size("2GB", name="memory_limit"), parse_size("512 mib", name="memory_limit")
@@ -79,6 +89,8 @@ def parse_size(value: object, *, name: str, total: int | None = None) -> int:
         raise _size_error(name, value, percent=total is not None)
     if not math.isfinite(number) or number < 0:
         raise _size_error(name, value, percent=total is not None, negative=number < 0)
+    if 0 < number < 1:
+        raise _fraction_error(name, value, percent=total is not None)
     return int(number)
 
 

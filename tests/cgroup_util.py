@@ -7,7 +7,7 @@ kills, and removing it. Does not cover: CPU or I/O limits, or anything a non-roo
 do: when cgroups cannot be written, ``MemoryCgroup.create`` raises ``CgroupUnavailable`` with
 the reason, for the test to skip with.
 
-Independent of ``lazygraph.config`` on purpose: the test checks lazygraph's reading of cgroup
+Independent of ``lazygraph.machine`` on purpose: the test checks lazygraph's reading of cgroup
 limits against a cgroup made by other code.
 
     with MemoryCgroup.create(400 * 10**6) as group:
@@ -174,8 +174,8 @@ def _find_layout() -> _Layout:
 
 
 def _memberships() -> dict[str, str]:
-    """Map "v1"/"v2" to this process's cgroup path (lazygraph.config reads it the same way)."""
-    from lazygraph.config import _read_memberships
+    """Map "v1"/"v2" to this process's cgroup path (lazygraph.machine reads it the same way)."""
+    from lazygraph.machine import _read_memberships
 
     return _read_memberships("/")
 

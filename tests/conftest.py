@@ -203,10 +203,8 @@ def _call_failed(item: pytest.Item) -> bool:
 
 def _close_default_session() -> None:
     """The default session may live across tests; close it so it is not counted as a leak."""
-    module = sys.modules.get("lazygraph.session")
-    if module is None:
-        return
-    default = getattr(module, "_default", None)
+    context = sys.modules.get("lazygraph.context")
+    default = None if context is None else context.default_session()
     if default is not None:
         default.close()
 
@@ -215,7 +213,7 @@ def _open_session_ids() -> set[int]:
     module = sys.modules.get("lazygraph.session")
     if module is None:
         return set()
-    default = getattr(module, "_default", None)
+    default = sys.modules["lazygraph.context"].default_session()
     return {id(s) for s in list(module._open) if not s.closed and s is not default}
 
 

@@ -19,11 +19,11 @@ from lazygraph.store.cachedir import (
     cache_info,
     cache_ls,
     default_cache_dir,
-    ensure_private_dir,
     format_info,
     format_ls,
     parse_age,
 )
+from lazygraph.store.dirtrust import ensure_private_dir
 from lazygraph.store.files import FileTier
 from lazygraph.store.secret import load_or_create_secret, load_secret, mac, verify_mac
 
@@ -180,9 +180,9 @@ def filled(tmp_path: Path) -> Path:
     cache = tmp_path / "cache"
     week_ago = time.time() - 7 * 86400
     with FileTier(cache, secret=SECRET) as tier:
-        tier.put(b"\x01" * 16, np.zeros(1000), meta={"name": "load"})
-        tier.put(b"\x02" * 16, np.zeros(50_000), meta={"name": "load"})
-        tier.put(b"\x03" * 16, [1, 2], meta={"name": "clean"})
+        tier.write(b"\x01" * 16, np.zeros(1000), meta={"name": "load"})
+        tier.write(b"\x02" * 16, np.zeros(50_000), meta={"name": "load"})
+        tier.write(b"\x03" * 16, [1, 2], meta={"name": "clean"})
     for key in (b"\x01" * 16, b"\x02" * 16):
         path = cache / f"{key.hex()}.joblib"
         os.utime(path, (week_ago, path.stat().st_mtime))

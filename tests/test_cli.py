@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -185,3 +190,108 @@ def test_help_does_not_import_pandas():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.splitlines()[-1] == "False"
+
+
+# -- any file in a cache directory --------------------------------------------------------------
+
+ODD = "ab" * 16 + ".joblib"  # names like an entry's, for things that are not entries
+LINK = "cd" * 16 + ".joblib"
+FIFO = "ef" * 16 + ".joblib"
+GARBAGE = "12" * 16 + ".joblib"
+FOREIGN = ["abc.joblib", "ABCD.joblib", "notes.txt", "dangling.txt"]
+
+
+def add_odd_files(cache):
+    """Everything but an entry: odd-length hex (bytes.fromhex raised on it), foreign files,
+    a directory, links and a FIFO named like entries, garbage under an entry's name, an
+    unsafe subdirectory."""
+    (cache / "abc.joblib").write_bytes(b"odd-length hex")
+    (cache / "ABCD.joblib").write_bytes(b"upper case: not an entry name")
+    (cache / "notes.txt").write_text("a user's own file")
+    (cache / "dangling.txt").symlink_to(cache / "nowhere")
+    (cache / ODD).mkdir()
+    (cache / LINK).symlink_to(cache / "notes.txt")
+    os.mkfifo(cache / FIFO)
+    (cache / GARBAGE).write_bytes(os.urandom(100))
+    (cache / "sub").mkdir()
+    os.chmod(cache / "sub", 0o777)
+
+
+def assert_one_line_messages(err):
+    assert "Traceback" not in err
+    assert all(line.startswith("lazygraph: warning: ") for line in err.splitlines()), err
+
+
+@pytest.mark.parametrize("command", ["info", "ls", "clear"])
+def test_every_cache_command_handles_any_file(capsys, cache, command):
+    add_odd_files(cache)
+    code, out, err = run(capsys, "cache", command, "--dir", str(cache))
+    assert code == EXIT_OK, err
+    assert_one_line_messages(err)
+    assert f"{ODD} in {cache} is a directory, not an entry; left alone" in err
+    if command == "info":
+        assert out.startswith(f"{cache}: 5 entries") and "1 failing authentication" in out
+        assert out.splitlines()[-1] == "also 4 files that are not entries (left alone)"
+    elif command == "ls":
+        assert len(out.splitlines()) == 6 and "(unauthenticated" in out
+    else:
+        assert out == f"removed 5 entries from {cache}\n"
+    code, out, err = run(capsys, "cache", "clear", "--dir", str(cache))  # a later clear works
+    assert code == EXIT_OK and out.startswith("removed ")
+    assert_one_line_messages(err)
+    _, out, _ = run(capsys, "cache", "info", "--dir", str(cache))
+    assert out.startswith(f"{cache}: 0 entries")
+    assert all((cache / name).exists() or (cache / name).is_symlink() for name in FOREIGN)
+    assert (cache / ODD).is_dir() and not (cache / LINK).is_symlink() and (cache / "sub").is_dir()
+
+
+def main_as_nobody(argv, env):
+    """``main(argv)`` in a forked child running as uid/gid 65534: (exit code, out, err)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        status = 1
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.environ.update(env)
+            sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+            code = main(argv)
+            result = [code, sys.stdout.getvalue(), sys.stderr.getvalue()]
+            os.write(write_end, json.dumps(result).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and data, "the child failed"
+    return tuple(json.loads(data))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another user needs root")
+def test_cache_commands_with_an_entry_this_user_cannot_read():
+    shared = Path(tempfile.mkdtemp(prefix="lgtest-cli-", dir=tempfile.gettempdir()))
+    try:
+        os.chmod(shared, 0o755)
+        cache = shared / "cache"
+        with Session(progress=False, cache_dir=cache):
+            load_rows(1000).compute()
+        (cache / GARBAGE).write_bytes(b"root's own file")  # 0644 root: readable
+        unreadable = cache / ("34" * 16 + ".joblib")
+        unreadable.write_bytes(b"root's secret file")
+        os.chmod(unreadable, 0o600)
+        for path in [cache, *cache.iterdir()]:
+            if path != unreadable:
+                os.chown(path, 65534, 65534)
+        env = {"LAZYGRAPH_SECRET_FILE": str(shared / "none")}  # nobody has no secret yet
+        for command in ("info", "ls", "clear"):
+            code, out, err = main_as_nobody(["cache", command, "--dir", str(cache)], env)
+            assert code == EXIT_OK, err
+            assert "Traceback" not in err and len(err.splitlines()) <= 1, err
+        assert out == f"removed 3 entries from {cache}\n" and not unreadable.exists()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -1,8 +1,10 @@
 """The docs stay true: their code runs, their links resolve, the API reference is current.
 
-- Every ```python block of a docs page (and of README.md's Quickstart) runs: the blocks of
-  one page are joined in order into one script (later blocks build on earlier ones, as a
-  reader types them) and run in a fresh process with private cache and secret locations.
+- Every ```python block of a docs page (and of README.md's Quickstart) runs ON ITS OWN, as a
+  reader pastes it: each block is a script run in a fresh interpreter with private cache and
+  secret locations. What the text says a block prints is checked: a ``# prints X`` comment
+  (``...`` stands for any text) and a ```text block that follows a python block with only
+  prose between (each of its lines, spaces collapsed, ``...`` again any text).
 - Every ``lazygraph ...`` command line shown in a ```bash block parses with the real CLI parser
   (running them would take minutes: the CLI's own tests run them).
 - Relative links between pages point at files that exist.
@@ -17,6 +19,7 @@ import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -35,6 +38,42 @@ def blocks(text: str, language: str) -> list[str]:
     return [body for lang, body in FENCE.findall(text) if lang == language]
 
 
+def python_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """Each ```python block of ``text`` with the output the text says it prints."""
+    found: list[tuple[str, list[str]]] = []
+    fences = list(FENCE.finditer(text))
+    for i, fence in enumerate(fences):
+        if fence.group(1) != "python":
+            continue
+        body = fence.group(2)
+        expected = [m.group(1).strip() for m in PRINTS.finditer(body)]
+        if i + 1 < len(fences) and fences[i + 1].group(1) == "text":
+            expected += [line.strip() for line in fences[i + 1].group(2).splitlines()]
+        found.append((body, [line for line in expected if line]))
+    return found
+
+
+PRINTS = re.compile(r"#\s*prints\s+(.+)$", re.MULTILINE)
+
+
+def shows(expected: str, stdout: str) -> bool:
+    """Whether ``stdout`` holds ``expected`` (spaces collapsed; ``...`` is any text)."""
+    flat = " ".join(stdout.split())
+    pattern = r".*?".join(re.escape(" ".join(part.split())) for part in expected.split("..."))
+    return re.search(pattern, flat) is not None
+
+
+def page_blocks() -> list[tuple[str, int, str, list[str]]]:
+    """(page, block number from 1, code, expected output) of each docs and Quickstart block."""
+    texts = [(page.name, page.read_text("utf-8")) for page in PAGES]
+    texts.append(("README.md", readme_quickstart()))
+    return [
+        (name, number, code, expected)
+        for name, text in texts
+        for number, (code, expected) in enumerate(python_blocks(text), 1)
+    ]
+
+
 def readme_quickstart() -> str:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     match = re.search(r"^## Quickstart\n(.*?)(?=^## )", text, re.MULTILINE | re.DOTALL)
@@ -42,9 +81,12 @@ def readme_quickstart() -> str:
     return match.group(1)
 
 
-def run_python(code: str, tmp_path: Path, label: str) -> str:
-    """Run ``code`` as a script in a fresh process; its stdout (asserting exit code 0)."""
-    script = tmp_path / "page.py"
+def run_python(code: str, tmp_path: Path, label: str, expected: Sequence[str] = ()) -> str:
+    """Run ``code`` as a script in a fresh process; its stdout (asserting exit code 0).
+
+    Each line of ``expected`` must show in the output (see :func:`shows`).
+    """
+    script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAZYGRAPH_")}
     env.update(
@@ -62,23 +104,37 @@ def run_python(code: str, tmp_path: Path, label: str) -> str:
         text=True,
         timeout=180,
     )
-    assert done.returncode == 0, f"the code of {label} failed:\n{done.stdout}\n{done.stderr}"
+    assert done.returncode == 0, f"{label} failed on its own:\n{code}\n{done.stdout}\n{done.stderr}"
+    missing = [line for line in expected if not shows(line, done.stdout)]
+    assert not missing, f"{label} does not print {missing}; it printed:\n{done.stdout}"
     return done.stdout
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_page_code_runs(page: Path, tmp_path: Path) -> None:
-    code = blocks(page.read_text(encoding="utf-8"), "python")
-    if not code:
-        return  # a page of prose only (index.md): its links are checked below
-    run_python("\n".join(code), tmp_path, page.name)
+BLOCKS = page_blocks()
 
 
-def test_readme_quickstart_runs(tmp_path: Path) -> None:
-    code = blocks(readme_quickstart(), "python")
-    assert code, "README.md's Quickstart has no python block"
-    out = run_python("\n".join(code), tmp_path, "README.md's Quickstart")
-    assert "loading 1000000" in out and "scaling by 2.0" in out
+@pytest.mark.parametrize(
+    ("page", "number", "code", "expected"),
+    BLOCKS,
+    ids=[f"{page}-{number}" for page, number, _, _ in BLOCKS],
+)
+def test_each_block_runs_alone(
+    page: str, number: int, code: str, expected: list[str], tmp_path: Path
+) -> None:
+    run_python(code, tmp_path, f"{page} block {number}", expected)
+
+
+def test_readme_quickstart_shows_what_runs() -> None:
+    found = python_blocks(readme_quickstart())
+    assert found, "README.md's Quickstart has no python block"
+    assert sum(len(expected) for _, expected in found) >= 2  # it says what it prints
+
+
+def test_output_checks_catch_a_wrong_claim(tmp_path: Path) -> None:
+    assert shows("cycle in the graph: a -> ... -> a", "x\ncycle in  the graph: a -> b -> a; y")
+    assert not shows("10.0", "11.0")
+    with pytest.raises(AssertionError, match="does not print"):
+        run_python("print(1 + 1)  # prints 3", tmp_path, "a wrong block", ["3"])
 
 
 def test_user_pages_have_runnable_examples() -> None:

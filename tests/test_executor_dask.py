@@ -1,8 +1,9 @@
 """The Dask executor on a real LocalCluster with worker processes (SPEC S6.1).
 
 Work runs on the workers (their pids), under lazygraph keys, so Dask runs equal work once
-even for two independent sessions; cached results are sent as data, never recomputed on
-the cluster; Dask's current-client convention; errors that name the node.
+even for two independent sessions; cached results are never recomputed on the cluster (held
+there, or sent as data); Dask's current-client convention; errors that name the node.
+tests/test_cluster.py covers results that stay on the cluster.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def test_tasks_use_lazygraph_keys_and_cached_results_are_not_recomputed(session,
     s = summed(log_dir, b)
     with distributed.get_task_stream(client) as second:
         assert session.compute(s, executor=ex) == (10,)
-    # only the new node ran on the cluster; the cached list went there as data
+    # only the new node ran on the cluster; the cached list was used there
     assert {t["key"] for t in second.data} == {dask_key(s)}
     assert calls(log_dir) == {"base": 1, "summed": 1}
     assert session.stats().hits >= 1

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 
 from lazygraph import NodeError, Session, node
-from lazygraph.executors.processes import ProcessExecutor, Slot, bulky, fill, template
+from lazygraph.executors.processes import ProcessExecutor, Slot, fill, template
+from lazygraph.executors.transport import bulky
 
 MB = 1_000_000
 

@@ -22,9 +22,11 @@ import pandas as pd
 import psutil
 import pytest
 
-from lazygraph import Input, NodeError, Session, node
+from lazygraph import ConfigError, Input, NodeError, Session, node
+from lazygraph.config import Config
 from lazygraph.executors.dask import DaskExecutor
 from lazygraph.executors.processes import ProcessExecutor
+from lazygraph.executors.registry import EXECUTOR_NAMES, EXECUTORS, make_executor
 from lazygraph.executors.sync import SyncExecutor
 from lazygraph.executors.threads import ThreadExecutor
 
@@ -136,6 +138,12 @@ def make_list():
 @node
 def identity_of(x, y):
     return id(x), id(y), x is y
+
+
+@node
+def container_kinds(mapping, items):
+    """What a function sees of its container arguments: their types and what they hold."""
+    return type(mapping).__name__, mapping.default_factory, dict(mapping), list(items)
 
 
 @node
@@ -290,6 +298,14 @@ def test_nested_container_dependencies(session, executor):
         total({one, two}),
     )
     assert results == (13, 12, 4, 3)
+
+
+def test_containers_holding_dependencies_keep_their_type(session, executor):
+    one, two = add(0, 1), add(1, 1)
+    mapping = collections.defaultdict(list, {"a": one, "b": [two]})
+    (seen,) = run(session, executor, container_kinds(mapping, [Pair(one, two), 3]))
+    assert seen == ("defaultdict", list, {"a": 1, "b": [2]}, [(1, 2), 3])
+    assert type(seen[3][0]) is Pair
 
 
 def test_diamond_runs_each_node_once(session, executor, log_dir):
@@ -491,3 +507,41 @@ def test_session_makes_and_closes_named_pools(name, log_dir):
     if name == "processes":
         assert worker_pids != {os.getpid()}
         assert not _alive(worker_pids)
+
+
+# -- the registry: names to executors ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [
+        ("sync", SyncExecutor),
+        ("threads", ThreadExecutor),
+        ("processes", ProcessExecutor),
+        ("dask", DaskExecutor),
+    ],
+)
+def test_registry_makes_each_executor_by_name(name, cls):
+    executor = make_executor(name, workers=3)
+    try:
+        assert type(executor) is cls
+        assert getattr(executor, "workers", 3) == 3
+    finally:
+        executor.close()
+
+
+def test_registry_names_are_the_ones_config_accepts():
+    assert EXECUTOR_NAMES == tuple(EXECUTORS) == ("sync", "threads", "processes", "dask")
+    for name in EXECUTOR_NAMES:
+        assert Config.from_options(executor=name, env={}).executor == name
+    with pytest.raises(ConfigError, match=r'did you mean "processes"'):
+        make_executor("process", workers=1)
+
+
+def test_importing_lazygraph_imports_no_executor_module():
+    code = (
+        "import sys, lazygraph; "
+        "print(sorted(m for m in sys.modules if m.startswith('lazygraph.executors.')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["['lazygraph.executors.registry']"]

@@ -86,7 +86,7 @@ def test_round_trip_keeps_values_and_types(tier: FileTier):
         K4: None,
     }
     for key, value in values.items():
-        assert tier.put(key, value, meta={"name": "f"}) > 0
+        assert tier.write(key, value, meta={"name": "f"}) > 0
     assert tier.get(K1) == values[K1]
     back = tier.get(K2)
     assert back.dtype == np.int32 and back.flags.f_contiguous
@@ -98,7 +98,7 @@ def test_round_trip_keeps_values_and_types(tier: FileTier):
 
 
 def test_arrays_come_back_memory_mapped_read_only(tier: FileTier, cache: Path):
-    tier.put(K1, {"arr": np.arange(1000.0)}, meta={})
+    tier.write(K1, {"arr": np.arange(1000.0)}, meta={})
     arr = tier.get(K1)["arr"]
     assert isinstance(arr, np.memmap)
     assert Path(arr.filename) == entry_path(cache, K1)
@@ -109,7 +109,7 @@ def test_arrays_come_back_memory_mapped_read_only(tier: FileTier, cache: Path):
 
 def test_dataframe_columns_come_back_memory_mapped(tier: FileTier):
     frame = pd.DataFrame({"a": np.arange(100.0), "b": np.arange(100)})
-    tier.put(K1, frame, meta={})
+    tier.write(K1, frame, meta={})
     back = tier.get(K1)
     values = back["a"].to_numpy()
     while not isinstance(values, np.memmap) and values.base is not None:
@@ -120,12 +120,12 @@ def test_dataframe_columns_come_back_memory_mapped(tier: FileTier):
 
 def test_meta_contains_discard_and_nbytes(tier: FileTier, cache: Path):
     assert tier.nbytes() == 0 and K1 not in tier and tier.meta(K1) is None
-    size1 = tier.put(K1, np.zeros(1000), meta={"name": "load", "rows": 3})
-    size2 = tier.put(K2, [1, 2, 3], meta={"name": "clean"})
+    size1 = tier.write(K1, np.zeros(1000), meta={"name": "load", "rows": 3})
+    size2 = tier.write(K2, [1, 2, 3], meta={"name": "clean"})
     assert K1 in tier and "not a key" not in tier
     assert tier.meta(K1) == {"name": "load", "rows": 3}
     assert tier.nbytes() == size1 + size2 == sum(p.stat().st_size for p in cache.iterdir())
-    size2b = tier.put(K2, [1, 2, 3, 4], meta={"name": "clean"})  # overwrite counts once
+    size2b = tier.write(K2, [1, 2, 3, 4], meta={"name": "clean"})  # overwrite counts once
     assert tier.nbytes() == size1 + size2b
     tier.discard(K1)
     tier.discard(K1)  # discarding twice is fine
@@ -134,9 +134,9 @@ def test_meta_contains_discard_and_nbytes(tier: FileTier, cache: Path):
 
 
 def test_entries_lists_names_sizes_and_validity(tier: FileTier, cache: Path, tmp_path: Path):
-    tier.put(K1, np.zeros(100), meta={"name": "load"})
+    tier.write(K1, np.zeros(100), meta={"name": "load"})
     with FileTier(tmp_path / "other", secret=OTHER_SECRET) as other:
-        other.put(K2, 1, meta={"name": "theirs"})
+        other.write(K2, 1, meta={"name": "theirs"})
     os.replace(entry_path(tmp_path / "other", K2), entry_path(cache, K2))
     found = {info.key: info for info in tier.entries()}
     assert set(found) == {K1.hex(), K2.hex()}
@@ -180,7 +180,7 @@ def test_tensors_come_back_sharing_the_mapped_file(tier: FileTier, cache: Path):
         "bf16": torch.linspace(0, 1, 8, dtype=torch.bfloat16),
         "param": torch.nn.Parameter(torch.ones(3)),
     }
-    tier.put(K1, value, meta={})
+    tier.write(K1, value, meta={})
     back = tier.get(K1)
     assert back["w"].requires_grad and back["w"].dtype == torch.float32
     assert torch.equal(back["w"].detach(), weights.detach())
@@ -204,7 +204,7 @@ def test_numpy_entries_never_import_torch(tmp_path: Path):
         from pathlib import Path
         from lazygraph.store.files import FileTier
         with FileTier(Path(sys.argv[1]), secret=bytes(32)) as tier:
-            tier.put(b"k" * 16, {"a": np.ones(3), "f": pd.DataFrame({"x": [1]})}, meta={})
+            tier.write(b"k" * 16, {"a": np.ones(3), "f": pd.DataFrame({"x": [1]})}, meta={})
             assert tier.get(b"k" * 16)["a"].sum() == 3
         print("torch" in sys.modules)
         """,
@@ -218,12 +218,12 @@ def test_numpy_entries_never_import_torch(tmp_path: Path):
 
 
 def test_unpicklable_value_leaves_nothing_and_keeps_the_old_entry(tier: FileTier, cache: Path):
-    tier.put(K1, "old", meta={})
+    tier.write(K1, "old", meta={})
     for bad in (lambda x: x, threading.Lock()):
         with pytest.raises(UnspillableError, match="cannot write"):
-            tier.put(K1, bad, meta={})
+            tier.write(K1, bad, meta={})
     with pytest.raises(UnspillableError, match="JSON"):
-        tier.put(K2, 1, meta={"when": object()})
+        tier.write(K2, 1, meta={"when": object()})
     assert tier.get(K1) == "old"
     assert sorted(p.name for p in cache.iterdir()) == [f"{K1.hex()}.joblib"]
 
@@ -235,7 +235,7 @@ class Interrupting:
 
 def test_interrupt_mid_write_propagates_and_leaves_no_temp(tier: FileTier, cache: Path):
     with pytest.raises(KeyboardInterrupt):
-        tier.put(K1, [np.zeros(10_000), Interrupting()], meta={})
+        tier.write(K1, [np.zeros(10_000), Interrupting()], meta={})
     assert list(cache.iterdir()) == [] and tier.get(K1) is MISSING
 
 
@@ -250,12 +250,12 @@ def test_file_size_limit_raises_efbig_and_leaves_no_partial_entry(tmp_path: Path
         from lazygraph.store.files import FileTier
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         tier = FileTier(Path(sys.argv[1]), secret=bytes(range(32)))
-        tier.put(b"s" * 16, [1, 2, 3], meta={"name": "small"})
+        tier.write(b"s" * 16, [1, 2, 3], meta={"name": "small"})
         resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
         codes = []
         for key in (b"b" * 16, b"s" * 16):
             try:
-                tier.put(key, np.ones(1 << 20), meta={})
+                tier.write(key, np.ones(1 << 20), meta={})
             except OSError as exc:
                 codes.append(exc.errno)
         print(json.dumps(codes))
@@ -297,9 +297,9 @@ def tmpfs(tmp_path: Path):
 
 def test_full_disk_raises_enospc_and_keeps_older_entries(tmpfs: Path):
     with FileTier(tmpfs / "c", secret=SECRET) as tier:
-        tier.put(K1, np.arange(100), meta={})
+        tier.write(K1, np.arange(100), meta={})
         with pytest.raises(OSError) as caught:
-            tier.put(K2, np.ones(1 << 20), meta={})  # 8 MB into 4 MB
+            tier.write(K2, np.ones(1 << 20), meta={})  # 8 MB into 4 MB
         assert caught.value.errno == errno.ENOSPC
         assert temp_files(tmpfs / "c") == []
         assert tier.get(K2) is MISSING
@@ -309,10 +309,10 @@ def test_full_disk_raises_enospc_and_keeps_older_entries(tmpfs: Path):
 def test_read_only_filesystem(tmpfs: Path):
     tier = FileTier(tmpfs / "c", secret=SECRET)
     try:
-        tier.put(K1, [1], meta={})
+        tier.write(K1, [1], meta={})
         subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
         with pytest.raises(OSError) as caught:
-            tier.put(K2, [2], meta={})
+            tier.write(K2, [2], meta={})
         assert caught.value.errno == errno.EROFS
         assert tier.get(K1) == [1]  # reading still works
     finally:
@@ -325,13 +325,13 @@ def test_read_only_filesystem(tmpfs: Path):
 
 
 def test_deleted_entry_is_missing(tier: FileTier, cache: Path):
-    tier.put(K1, np.arange(10), meta={})
+    tier.write(K1, np.arange(10), meta={})
     entry_path(cache, K1).unlink()
     assert tier.get(K1) is MISSING and tier.meta(K1) is None
 
 
 def test_truncated_entry_is_missing_removed_and_logged_once(tier, cache, caplog):
-    tier.put(K1, np.arange(10_000), meta={})
+    tier.write(K1, np.arange(10_000), meta={})
     path = entry_path(cache, K1)
     os.truncate(path, path.stat().st_size // 2)
     with caplog.at_level(logging.WARNING, logger="lazygraph.store.files"):
@@ -344,7 +344,7 @@ def test_truncated_entry_is_missing_removed_and_logged_once(tier, cache, caplog)
 
 @pytest.mark.parametrize("where", ["data", "trailer"])
 def test_garbage_written_in_place_is_detected(tier: FileTier, cache: Path, where: str):
-    tier.put(K1, np.arange(100_000, dtype=np.int64), meta={})
+    tier.write(K1, np.arange(100_000, dtype=np.int64), meta={})
     path = entry_path(cache, K1)
     # Cross the filesystem's timestamp tick, so the in-place write changes the mtime (the
     # writing process trusts its own unchanged file in O(1), by signature).
@@ -360,7 +360,7 @@ def test_garbage_written_in_place_is_detected(tier: FileTier, cache: Path, where
 def test_entry_corrupted_before_another_process_loads_it(tmp_path: Path):
     cache = tmp_path / "c"
     with FileTier(cache, secret=SECRET) as tier:
-        tier.put(K1, np.arange(100_000, dtype=np.int64), meta={})
+        tier.write(K1, np.arange(100_000, dtype=np.int64), meta={})
     path = entry_path(cache, K1)
     with open(path, "r+b") as f:  # flip bytes inside the array: still a loadable pickle
         f.seek(path.stat().st_size // 2)
@@ -390,7 +390,7 @@ def test_entry_written_by_another_process_is_verified_and_loads(tmp_path: Path):
         from pathlib import Path
         from lazygraph.store.files import FileTier
         with FileTier(Path(sys.argv[1]), secret=bytes(range(32))) as tier:
-            tier.put(bytes([1]) * 16, np.arange(50_000), meta={"name": "child"})
+            tier.write(bytes([1]) * 16, np.arange(50_000), meta={"name": "child"})
         """,
         str(cache),
     )
@@ -412,7 +412,7 @@ def test_untouched_entries_load_in_o1_anywhere_copies_are_verified_once(tmp_path
     cache = tmp_path / "c"
     data = np.ones(4_000_000)  # 32 MB
     with FileTier(cache, secret=SECRET) as tier:
-        tier.put(K1, data, meta={})
+        tier.write(K1, data, meta={})
         before = bytes_read()
         assert tier.get(K1).shape == data.shape
         assert bytes_read() - before < 1_000_000  # O(1): header and pickle opcodes only
@@ -449,7 +449,7 @@ def test_untouched_entries_load_in_o1_anywhere_copies_are_verified_once(tmp_path
 
 
 def test_the_pickle_stream_is_authenticated_even_when_the_file_is_trusted(tier, cache):
-    tier.put(K1, [np.ones(100_000), "label"], meta={})
+    tier.write(K1, [np.ones(100_000), "label"], meta={})
     path = entry_path(cache, K1)
     st = path.stat()
     content = bytearray(path.read_bytes())
@@ -471,7 +471,8 @@ def test_planted_pickle_without_a_valid_header_is_never_unpickled(tier, cache, t
     forged_trailer = os.urandom(120) + (88).to_bytes(8, "little") + b"LGENTRY1"
     for content in (payload, payload + forged_trailer):
         entry_path(cache, K1).write_bytes(content)
-        assert K1 in tier
+        with FileTier(cache, secret=SECRET) as fresh:  # a tier lists the directory at start
+            assert K1 in fresh
         assert tier.get(K1) is MISSING
         assert not marker.exists()
         assert not entry_path(cache, K1).exists()
@@ -481,7 +482,7 @@ def test_planted_pickle_under_a_valid_header_is_never_unpickled(tier, cache, tmp
     """The header authenticates; only the checksum binds the data to it."""
     marker = tmp_path / "pwned"
     payload = planted_payload(marker, tmp_path)
-    tier.put(K1, np.zeros(1000), meta={"name": "real"})
+    tier.write(K1, np.zeros(1000), meta={"name": "real"})
     data, trailer = split_entry(entry_path(cache, K1))
     assert len(payload) < len(data)
     forged = payload + b"\0" * (len(data) - len(payload)) + trailer  # same length and header
@@ -518,14 +519,14 @@ def test_entry_from_another_users_cache_is_rejected(tier, cache, tmp_path):
     marker = tmp_path / "pwned"
     for read in (tier.get, tier.meta):
         with FileTier(tmp_path / "theirs", secret=OTHER_SECRET) as theirs:
-            theirs.put(K1, Planted(marker), meta={"name": "innocent"})
+            theirs.write(K1, Planted(marker), meta={"name": "innocent"})
         os.replace(entry_path(tmp_path / "theirs", K1), entry_path(cache, K1))
         assert read(K1) in (MISSING, None)
         assert not marker.exists() and not entry_path(cache, K1).exists()
 
 
 def test_entry_renamed_to_another_key_is_rejected(tier: FileTier, cache: Path):
-    tier.put(K1, "value of K1", meta={})
+    tier.write(K1, "value of K1", meta={})
     os.rename(entry_path(cache, K1), entry_path(cache, K2))
     assert tier.get(K2) is MISSING
 
@@ -534,8 +535,8 @@ def test_symlinks_are_never_followed(tier, cache, tmp_path):
     marker = tmp_path / "pwned"
     elsewhere = tmp_path / "elsewhere"
     with FileTier(elsewhere, secret=SECRET) as other:  # a valid entry, even same secret
-        other.put(K1, Planted(marker), meta={"name": "linked"})
-        other.put(K2, "keep me", meta={})
+        other.write(K1, Planted(marker), meta={"name": "linked"})
+        other.write(K2, "keep me", meta={})
     target = entry_path(elsewhere, K1)
     entry_path(cache, K1).symlink_to(target)
     assert tier.get(K1) is MISSING and tier.meta(K1) is None
@@ -558,7 +559,7 @@ block = np.arange(2_000_000, dtype=np.int64)  # 16 MB, written again and again
 print("ready", flush=True)
 i = 0
 while True:
-    tier.put((i % 3).to_bytes(16, "big"), (i, block), meta={"name": "writer"})
+    tier.write((i % 3).to_bytes(16, "big"), (i, block), meta={"name": "writer"})
     i += 1
 """
 
@@ -605,7 +606,7 @@ for _ in range(300):
     k = int(rng.integers(6))
     key = k.to_bytes(16, "big")
     if rng.random() < 0.4:
-        tier.put(key, (k, writer, np.full(100_000, k * 10 + writer)), meta={})
+        tier.write(key, (k, writer, np.full(100_000, k * 10 + writer)), meta={})
         continue
     value = tier.get(key)
     if value is MISSING:
@@ -653,7 +654,7 @@ def test_threads_sharing_one_tier(tier: FileTier):
                 k = (worker + step) % 4
                 key = bytes([k + 1]) * 16
                 if step % 3 == 0:
-                    tier.put(key, (k, np.full(5000, k)), meta={"name": "t"})
+                    tier.write(key, (k, np.full(5000, k)), meta={"name": "t"})
                 value = tier.get(key)
                 if value is not MISSING:
                     assert value[0] == k and (value[1] == k).all()
@@ -696,7 +697,7 @@ def test_stale_temp_files_are_cleaned_and_live_ones_kept(cache: Path):
 
 def check_lru_eviction(cache: Path) -> None:
     with FileTier(cache, secret=SECRET) as tier:
-        sizes = {key: tier.put(key, np.zeros(10_000), meta={}) for key in (K1, K2, K3)}
+        sizes = {key: tier.write(key, np.zeros(10_000), meta={}) for key in (K1, K2, K3)}
         tier.get(K1)  # K2 is now the least recently used, then K3
         freed = tier.evict_to(sizes[K1] + sizes[K3] + 10)
         assert freed == sizes[K2]
@@ -720,16 +721,16 @@ def test_last_use_is_stamped_even_where_reads_do_not_update_atime(tmp_path: Path
 
 def test_disk_limit_is_kept_by_put(cache: Path):
     with FileTier(cache, secret=SECRET) as probe:
-        one = probe.put(K4, np.zeros(10_000), meta={})
+        one = probe.write(K4, np.zeros(10_000), meta={})
         probe.discard(K4)
     with FileTier(cache, secret=SECRET, disk_limit=2 * one + 100) as tier:
         for i in range(6):
-            tier.put(bytes([i + 10]) * 16, np.zeros(10_000), meta={})
+            tier.write(bytes([i + 10]) * 16, np.zeros(10_000), meta={})
             assert tier.nbytes() <= tier.disk_limit
             assert sum(p.stat().st_size for p in cache.iterdir()) <= tier.disk_limit
         assert bytes([15]) * 16 in tier and bytes([14]) * 16 in tier  # the newest stay
         with pytest.raises(OSError) as caught:
-            tier.put(K1, np.zeros(100_000), meta={})
+            tier.write(K1, np.zeros(100_000), meta={})
         assert caught.value.errno == errno.EFBIG and "disk_limit" in str(caught.value)
         assert K1 not in tier and temp_files(cache) == []
         assert bytes([15]) * 16 in tier
@@ -741,3 +742,84 @@ def test_directory_safety_is_checked(tmp_path: Path):
     shared.chmod(0o777)
     with pytest.raises(CacheSecurityError, match="chmod 700"):
         FileTier(shared, secret=SECRET)
+
+
+# -- the index: misses without syscalls, other processes' entries found ------------------------
+
+
+def test_planned_misses_look_at_the_index_not_the_directory(tier, monkeypatch):
+    """A miss is a dict lookup: no stat of the entry file (an lstat per miss before)."""
+    tier.write(K1, [1], meta={})
+    calls = []
+    for name in ("stat", "lstat", "fstat", "scandir", "open"):
+        real = getattr(os, name)
+
+        def counting(*args, _real=real, _name=name, **kwargs):
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(os, name, counting)
+    misses = [bytes([7]) * 8 + i.to_bytes(8, "big") for i in range(10_000)]
+    assert not any(key in tier for key in misses[:1])  # may look at the directory, once
+    calls.clear()
+    assert not any(key in tier for key in misses)
+    assert K1 in tier
+    assert calls == []
+
+
+def test_entries_other_processes_write_are_found(tier: FileTier, cache: Path):
+    result = run_child(
+        """
+        import sys
+        from pathlib import Path
+        from lazygraph.store.files import FileTier
+        with FileTier(Path(sys.argv[1]), secret=bytes(range(32))) as tier:
+            tier.write(bytes([2]) * 16, "from the child", meta={})
+        """,
+        str(cache),
+    )
+    assert result.returncode == 0, result.stderr
+    assert tier.get(K2) == "from the child"  # a load looks at the file itself, always
+    tier.discard(K2)
+    run_child(
+        """
+        import sys
+        from pathlib import Path
+        from lazygraph.store.files import FileTier
+        with FileTier(Path(sys.argv[1]), secret=bytes(range(32))) as tier:
+            tier.write(bytes([3]) * 16, "again", meta={})
+        """,
+        str(cache),
+    )
+    time.sleep(1.1)  # the index looks at the directory again after RESCAN_SECONDS
+    assert K3 in tier and tier.sizes() == (1, entry_path(cache, K3).stat().st_size)
+
+
+def test_file_tier_keeps_the_tier_protocol(tier: FileTier):
+    """``put`` takes an Entry (its metadata goes with it); ``evict`` frees the LRU entry."""
+    from lazygraph.store.base import Entry
+
+    entry = Entry(K1, np.arange(3), ((None, 24, "cpu"),), "load", 0.5, True, True, True)
+    entry.summary = "int64 (3,)"
+    tier.put(entry)
+    assert tier.get(K1).tolist() == [0, 1, 2] and tier.meta(K1)["name"] == "load"
+    assert tier.meta(K1)["summary"] == "int64 (3,)" and tier.name == "disk"
+    size = tier.sizes()[1]
+    assert tier.evict() == size and tier.sizes() == (0, 0) and K1 not in tier
+    assert tier.evict() == 0  # nothing left
+
+
+def test_a_directory_moved_away_is_no_longer_read_or_written(tier, cache, tmp_path, caplog):
+    """Loads go through the directory opened and checked at start, never its path again; once
+    the path leads elsewhere, the tier stops serving it (what it had is recomputed)."""
+    tier.write(K1, "ours", meta={})
+    cache.rename(tmp_path / "moved")
+    cache.mkdir(mode=0o700)
+    (cache / f"{K1.hex()}.joblib").write_bytes(b"not ours")
+    with caplog.at_level(logging.WARNING, logger="lazygraph.store.files"):
+        assert tier.get(K1) is MISSING and K1 not in tier and tier.meta(K1) is None
+    assert any("was moved or replaced" in r.getMessage() for r in caplog.records)
+    with pytest.raises(CacheSecurityError, match="moved or replaced"):
+        tier.write(K2, "more", meta={})
+    assert sorted(p.name for p in cache.iterdir()) == [f"{K1.hex()}.joblib"]
+    assert entry_path(tmp_path / "moved", K1).exists()  # ours, left where it went

@@ -308,14 +308,17 @@ def test_numpy_layout_is_part_of_the_digest():
     assert digest(f) != digest(a)  # same values, different memory order
 
 
-def test_numpy_noncontiguous_views_hash_by_content_not_base():
+def test_numpy_noncontiguous_views_hash_by_content_and_strides_not_base():
     base1 = np.arange(60.0).reshape(6, 10)
     base2 = np.zeros((6, 20))
     base2[:, :10] = base1
     v1, v2 = base1[:, 2:7], base2[:, 2:7]
     assert v1.strides != v2.strides
-    assert digest(v1) == digest(v2)
-    assert digest(base1[::2]) == digest(base2[::2, :10])
+    # S3.6: strides are observable (v.strides, np.lib.stride_tricks), so they count
+    assert digest(v1) != digest(v2)
+    base3 = np.arange(60.0).reshape(6, 10) + 0.0  # another base, same strides
+    assert digest(base1[:, 2:7]) == digest(base3[:, 2:7])
+    assert digest(base1[::2]) == digest(base3[::2])
     assert digest(base1[:, 2:7]) != digest(base1[:, 3:8])
     # documented decision: a strided view and its contiguous copy differ (layout counts)
     assert digest(v1) != digest(np.ascontiguousarray(v1))
@@ -511,12 +514,48 @@ def test_torch_any_change_changes_the_digest(change):
     assert digest(change(t)) != digest(t)
 
 
-def test_torch_content_is_layout_independent():
+def test_torch_contiguity_strides_and_subclass_count_and_content_not_base():
     t = torch.arange(12.0).reshape(3, 4)
-    assert digest(t.t()) == digest(t.t().contiguous())
-    assert digest(t[:, ::2]) == digest(t[:, ::2].contiguous())
+    # S3.6: is_contiguous(), .stride() and .view() tell these apart, so the digest does
+    assert digest(t.t()) != digest(t.t().contiguous())
+    assert digest(t[:, ::2]) != digest(t[:, ::2].contiguous())
+    other = torch.arange(12.0).reshape(3, 4) + 0.0
+    assert digest(t.t()) == digest(other.t()) and digest(t[:, ::2]) == digest(other[:, ::2])
+    wide = torch.zeros(3, 8)
+    wide[:, :4] = t
+    assert t[:, ::2].tolist() == wide[:, :4:2].tolist()
+    assert digest(t[:, ::2]) != digest(wide[:, :4:2])  # same values, other strides
     big = torch.arange(600_000.0).reshape(2, 300_000)[:, ::2]  # rows over the block size
-    assert digest(big) == digest(big.contiguous())
+    assert digest(big) == digest(torch.arange(600_000.0).reshape(2, 300_000)[:, ::2])
+    assert digest(big) != digest(big.contiguous())
+    w = torch.zeros(2)
+    assert digest(torch.nn.Parameter(w.clone())) != digest(w.clone().requires_grad_(True))
+
+
+def test_pandas_index_freq_and_flags_count():
+    with_freq = pd.date_range("2020-01-01", periods=4, freq="D")
+    without = pd.DatetimeIndex(list(with_freq))
+    assert with_freq.equals(without) and without.freq is None
+    assert digest(with_freq) != digest(without)
+    assert digest(pd.Series(1, index=with_freq)) != digest(pd.Series(1, index=without))
+    df = pd.DataFrame({"a": [1, 2]})
+    strict = df.set_flags(allows_duplicate_labels=False)
+    assert digest(df) != digest(strict)
+    assert digest(df) == digest(pd.DataFrame({"a": [1, 2]}))
+    assert digest(df["a"]) != digest(df["a"].set_flags(allows_duplicate_labels=False))
+
+
+def test_dataclass_attributes_beyond_fields_count():
+    @dataclasses.dataclass
+    class Config:
+        scale: int
+
+    a, b = Config(2), Config(2)
+    assert digest(a) == digest(b)
+    b.cache_dir = "/tmp/x"  # read by a method, not a field
+    assert digest(a) != digest(b)
+    a.cache_dir = "/tmp/x"
+    assert digest(a) == digest(b)
 
 
 def test_torch_special_tensors():

@@ -240,12 +240,28 @@ def test_cutoff_false_node_still_reuses_when_its_dependencies_are_unchanged(sess
     assert c.explain().outcome("inc_nocut") == "cut off"
 
 
+def test_the_record_names_a_reused_stale_result_a_backdate(session):
+    """A backdate (the last verified result reused, no run) is not an early cutoff (a run
+    whose result hashed equal): the pull's record says "backdated" for the first, "ran ...;
+    result unchanged" for the second."""
+    x = Input(2, name="x")
+    m = magnitude(x)
+    c = square(inc(m))
+    pull(session, c)
+    x.set(-2)
+    assert pull(session, c) == (9, {"magnitude": 1})
+    outcomes = {n.name: (outcome, detail) for n, outcome, detail in session.history[-1].record}
+    assert outcomes["magnitude"] == ("ran", "changed: x; result unchanged")
+    assert outcomes["inc"] == ("backdated", "") and outcomes["square"] == ("backdated", "")
+    assert m._verified_key is None and c._verified_key is None  # all verified again
+
+
 def test_root_result_is_not_hashed_when_nothing_depends_on_it(session, monkeypatch):
-    import lazygraph.scheduler as scheduler
+    import lazygraph.incremental as incremental
 
     hashed = []
-    real = scheduler.content_hash
-    monkeypatch.setattr(scheduler, "content_hash", lambda v: hashed.append(v) or real(v))
+    real = incremental.content_hash
+    monkeypatch.setattr(incremental, "content_hash", lambda v: hashed.append(v) or real(v))
     x = Input(2, name="x")
     root = array_of(x)
     pull(session, root)
@@ -256,11 +272,11 @@ def test_root_result_is_not_hashed_when_nothing_depends_on_it(session, monkeypat
 
 def test_a_recomputed_result_is_hashed_once(session, monkeypatch):
     """The hash of the last verified result is kept: later changes hash only the new one."""
-    import lazygraph.scheduler as scheduler
+    import lazygraph.incremental as incremental
 
     hashed = []
-    real = scheduler.content_hash
-    monkeypatch.setattr(scheduler, "content_hash", lambda v: hashed.append(1) or real(v))
+    real = incremental.content_hash
+    monkeypatch.setattr(incremental, "content_hash", lambda v: hashed.append(1) or real(v))
     x = Input(1, name="x")
     c = square(array_of(x))
     pull(session, c)
@@ -308,7 +324,7 @@ def test_set_back_reuses_earlier_results(session):
 
 
 def test_input_set_to_an_equal_value_changes_nothing(session):
-    from lazygraph.node import current_revision
+    from lazygraph.incremental import current_revision
 
     data = np.arange(100.0)
     x = Input(data, name="x")

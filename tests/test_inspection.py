@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import gc
 import html.parser
 import re
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,21 +17,14 @@ import pytest
 import torch
 
 import lazygraph
-from lazygraph import Input, LazyGraphError, Session, node
+from lazygraph import Input, LazyGraphError, Session, display, node
+from lazygraph.describe import summarize
 from lazygraph.errors import ConfigError
-from lazygraph.inspection import (
-    LOCATION_COLORS,
-    NodeInfo,
-    human_bytes,
-    node_html,
-    node_info,
-    stats_html,
-    stats_text,
-    summarize,
-    to_dot,
-    visualize,
-)
-from lazygraph.store.store import Stats
+from lazygraph.inspection import LOCATION_COLORS, NodeInfo, node_html, node_info, plural
+from lazygraph.picture import Picture, to_dot, visualize
+from lazygraph.report import stats_html, stats_text
+from lazygraph.store.stats import Stats
+from lazygraph.units import format_bytes
 
 
 @pytest.fixture
@@ -86,13 +81,13 @@ def parse_html(markup: str) -> _Balance:
 # -- summaries -----------------------------------------------------------------------------
 
 
-def test_human_bytes_three_significant_digits():
-    assert human_bytes(0) == "0 B"
-    assert human_bytes(1023) == "1023 B"
-    assert human_bytes(1536) == "1.5 KiB"
-    assert human_bytes(10_000 * 3 * 4) == "117 KiB"
-    assert human_bytes(5 * 2**20) == "5.0 MiB"
-    assert human_bytes(1.9 * 2**30) == "1.9 GiB"
+def test_sizes_read_in_three_significant_digits():
+    assert format_bytes(0) == "0 B"
+    assert format_bytes(1023) == "1023 B"
+    assert format_bytes(1536) == "1.5 KiB"
+    assert format_bytes(10_000 * 3 * 4) == "117 KiB"
+    assert format_bytes(5 * 2**20) == "5.0 MiB"
+    assert format_bytes(1.9 * 2**30) == "1.9 GiB"
 
 
 def test_summary_numpy():
@@ -214,6 +209,18 @@ def test_info_of_an_input_shows_its_value(session):
     info = x.info()
     assert info.name == "x" and info.type == "ndarray"
     assert info.summary.startswith("int64[4] ")
+    assert info.location == "memory"  # held by the Input itself: nothing would run
+
+
+def test_inputs_holding_a_value_are_not_drawn_absent(session):
+    @node
+    def double(v):
+        return 2 * v
+
+    x = Input(3, name="x")
+    colors = [color for _, color in _dot_nodes(to_dot(double(x))).values()]
+    assert colors == [LOCATION_COLORS["absent"], LOCATION_COLORS["memory"]]  # double, x
+    assert "absent" not in node_html(x).split("<table>")[0]
 
 
 def test_info_of_an_uncached_node(session):
@@ -262,12 +269,13 @@ def test_info_spilled_and_disk_locations(tmp_path):
         lazygraph.current_session().store.flush()
         gc.collect()
         info = first.info()
-        assert info.location == "spilled"
-        assert f'fillcolor="{LOCATION_COLORS["spilled"]}"' in to_dot(first)
+        # evicted, its file is the one in cache_dir: the disk tier (docs/concepts.md; the
+        # spilled tier is the private spill directory of a session without cache_dir)
+        assert info.location == "disk"
+        assert f'fillcolor="{LOCATION_COLORS["disk"]}"' in to_dot(first)
         assert info.nbytes == 400_000
-        # the store keeps no summary of a spilled result yet; once it does, that one shows
         assert info.summary in (
-            "spilled 391 KiB (memory-mapped back on the next pull)",
+            "persisted 391 KiB (loaded from the cache directory on the next pull)",
             "float64[50000] 391 KiB",
         )
     with Session(progress=False, cache_dir=cache):  # a new session: only the files are left
@@ -324,9 +332,10 @@ def test_stats_fields_and_text(session):
         assert isinstance(getattr(stats, name), int), name
     assert stats.computes == 2 and stats.hits >= 1
     text = str(stats)
-    assert text.startswith(f"lazygraph stats: {stats.hits} hits, {stats.misses} misses")
+    hits, misses = plural(stats.hits, "hit"), plural(stats.misses, "miss", "misses")
+    assert text.startswith(f"lazygraph stats: {hits}, {misses}")
     assert f"{stats.computes} computes" in text
-    assert f"memory   {human_bytes(stats.bytes_in_memory)} in 2 entries" in text
+    assert f"memory   {format_bytes(stats.bytes_in_memory)} in 2 entries" in text
     assert text == stats_text(stats)
 
 
@@ -337,6 +346,7 @@ def test_stats_html_lists_every_field():
     for name in ("hits", "misses", "computes", "spills", "reloads", "bytes_spilled"):
         assert name in text
     assert "4.0 KiB (4,096 B)" in text
+    assert "8.0 KiB (8,192 B)" in text  # peak_bytes_in_memory is a size too, not a raw count
     assert stats._repr_html_() == stats_html(stats)
 
 
@@ -546,6 +556,38 @@ def test_visualize_svg_without_graphviz_says_how_to_get_it(session, tmp_path, mo
     assert not (tmp_path / "graph.svg").exists()
 
 
+def test_visualize_without_a_path_returns_a_picture(session, tmp_path, monkeypatch):
+    @node
+    def one():
+        return 1
+
+    n = one()
+    picture = n.visualize()  # no path: nothing written, a picture to show or save
+    assert isinstance(picture, Picture)
+    assert picture.dot == str(picture) == to_dot(n)
+    assert picture.save(tmp_path / "later.dot") == str(tmp_path / "later.dot")
+    assert (tmp_path / "later.dot").read_text() == picture.dot
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    assert picture._repr_svg_() is None  # a notebook falls back to the text view
+    with pytest.raises(LazyGraphError, match="needs Graphviz's 'dot' program"):
+        picture.svg()
+
+
+def test_dot_labels_are_cut_between_words(session):
+    @node
+    def wide():
+        return pd.DataFrame({f"column_number_{i}": [1.0] for i in range(12)})
+
+    n = wide()
+    n.compute()
+    (label, _), *_ = _dot_nodes(to_dot(n)).values()
+    summary = label.split("\\n")[1]
+    assert summary.endswith("…") and len(summary) <= 48
+    full = node_info(n).summary
+    kept = summary[:-1]
+    assert full.startswith(kept) and full[len(kept)] in " ,;:(", (kept, full)  # at a word's end
+
+
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz 'dot' is not installed")
 def test_visualize_svg_with_graphviz(session, tmp_path):
     @node
@@ -611,3 +653,47 @@ def test_info_of_node_uses_the_session_that_pulled_it():
         with Session(progress=False):
             assert node_info(n).location == "memory"  # the session that pulled it
             assert node_info(n, first).location == "memory"
+
+
+# -- the views sit on top: registered in display, imported by nothing below them ---------
+
+
+def test_every_view_is_registered_when_lazygraph_is_imported():
+    from lazygraph import explain, inspection, picture, report
+
+    expected = {
+        "node_info": inspection.node_info,
+        "node_html": inspection.node_html,
+        "explain": explain.explain,
+        "to_dot": picture.to_dot,
+        "visualize": picture.visualize,
+        "stats_text": report.stats_text,
+        "stats_html": report.stats_html,
+        "session_report": report.session_report,
+    }
+    for name, func in expected.items():
+        assert display.view(name) is func, name
+
+
+VIEWS = {"inspection", "report", "picture", "explain"}
+ABOVE_VIEWS = {"demo", "cli", "__init__", "__main__"}
+
+
+def test_nothing_below_the_views_imports_them():
+    """Counting imports inside functions and under TYPE_CHECKING, as the floor plan does."""
+    package = Path(lazygraph.__file__).parent
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        module = path.relative_to(package).with_suffix("").as_posix().replace("/", ".")
+        if module in VIEWS or module in ABOVE_VIEWS:
+            continue
+        for found in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(found, ast.ImportFrom):
+                names = [found.module or "", *(a.name for a in found.names)]
+            elif isinstance(found, ast.Import):
+                names = [a.name for a in found.names]
+            hit = {part for name in names for part in name.split(".")} & VIEWS
+            if hit:
+                offenders.append(f"{module} imports {sorted(hit)}")
+    assert not offenders

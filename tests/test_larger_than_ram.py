@@ -58,7 +58,7 @@ LAZYGRAPH_CHILD = (
     + """
 import json, sys, threading
 import lazygraph
-from lazygraph.config import usable_memory
+from lazygraph.machine import usable_memory
 
 count, length = int(sys.argv[1]), int(sys.argv[2])
 peak_anon = 0

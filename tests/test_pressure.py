@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import mmap
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import numpy as np
 import psutil
@@ -212,3 +214,71 @@ def test_thread_survives_a_failing_evict(caplog: pytest.LogCaptureFixture) -> No
 def test_bad_settings(options: dict[str, float], pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         MemoryMonitor(lambda: 0, rss_limit=1, min_available=0, **options)
+
+
+# -- the store's evict() under the monitor ------------------------------------------------------
+
+
+class SlowToWrite:
+    """8 MiB of real RAM whose pickling takes a while, as a frame of Python objects does.
+
+    The RAM is an anonymous mapping of its own, so freeing it lowers RSS at once (a malloc'd
+    block may stay in the allocator). What its file holds does not matter here.
+    """
+
+    def __init__(self, i: int) -> None:
+        self.ram = mmap.mmap(-1, 8 * MiB)
+        self.ram.write(bytes([i % 256]) * (8 * MiB))  # touched: resident
+
+    def __reduce__(self) -> tuple[object, ...]:
+        time.sleep(0.3)
+        return (bytes, (b"small stand-in",))
+
+
+class _Policy(NamedTuple):
+    name: str = "slow"
+    spill: bool = True
+    persist: bool = False
+
+
+def test_one_episode_does_not_drain_the_store_while_writes_are_queued(tmp_path) -> None:
+    """Bytes queued for writing are not freed yet: evict() must not report them as freed
+    (issue 13), else the monitor, seeing RSS unchanged, pushes out every entry at once."""
+    from lazygraph.config import Config
+    from lazygraph.store.store import Store
+
+    store = Store(Config.from_options(memory_limit="1GB", spill=True, spill_threshold="1MB",
+                                      progress=False))
+    try:
+        results = [(i.to_bytes(16, "big"), SlowToWrite(i), ((None, 8 * MiB, "cpu"),), 0.0,
+                    _Policy(), True) for i in range(10)]
+        store.insert_many(results)
+        del results
+        gc.collect()
+        # Over the limit by half an entry: freeing one entry's RAM ends the episode.
+        monitor = MemoryMonitor(store.evict, rss_limit=process_memory() - 4 * MiB,
+                                min_available=0, target_fraction=1.0)
+        monitor.check()
+        assert monitor.triggers == 1
+        assert store.stats().entries_in_memory >= 8, (monitor.evict_calls, store.stats())
+        assert monitor.bytes_freed >= 8 * MiB
+    finally:
+        store.close()
+
+
+def test_store_evict_returns_minus_one_when_a_write_cannot_finish_in_time(tmp_path) -> None:
+    from lazygraph.config import Config
+    from lazygraph.store.store import Store
+
+    store = Store(Config.from_options(memory_limit="1GB", spill=True, spill_threshold="1MB",
+                                      progress=False))
+    store._pending.wait_seconds = 0.05  # the 0.3 s pickling cannot finish within it
+    try:
+        store.insert_many([(b"k" * 16, SlowToWrite(1), ((None, 8 * MiB, "cpu"),), 0.0,
+                            _Policy(), True)])
+        assert store.evict() == -1  # pushed out, but its RAM is not free until written
+        store.flush()
+        assert store.evict() == 0  # nothing held, nothing left in memory
+        assert store.location(b"k" * 16) == "spilled"
+    finally:
+        store.close()

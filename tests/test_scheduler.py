@@ -308,7 +308,7 @@ def test_keyboard_interrupt_is_not_wrapped_and_store_stays_consistent(session, c
     n = stopper(steps[-1])
     with pytest.raises(KeyboardInterrupt):
         n.compute()
-    assert not session._inflight
+    assert not session.claims
     state["interrupt"] = False
     assert n.compute() == 101
     assert calls == {"step": 100, "stopper": 2}
@@ -378,7 +378,7 @@ def test_results_before_a_failure_are_stored_whatever_the_batch(session, calls):
     with pytest.raises(NodeError, match="step 130 is broken"):
         nodes[-1].compute()
     assert calls["step"] == 131
-    assert not session._inflight
+    assert not session.claims
     assert session.stats().computes == 130
     assert all(session.store.location(n._key) == "memory" for n in nodes[:130])
     assert nodes[129].compute() == 130 and calls["step"] == 131  # stored, not rerun
@@ -432,10 +432,10 @@ def test_a_pull_in_another_thread_waits_for_a_batched_result(session, calls):
     second = threading.Thread(target=lambda: results.setdefault("second", nodes[-1].compute()))
     second.start()
     for _ in range(1000):  # until the second pull waits for a claimed key
-        if session._waiting:
+        if session.claims.waiting:
             break
         threading.Event().wait(0.01)
-    assert session._waiting, "the second pull did not wait for the first one's claim"
+    assert session.claims.waiting, "the second pull did not wait for the first one's claim"
     go.set()
     first.join(10)
     second.join(10)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import gc
+import inspect
+import json
+import mmap
+import pathlib
 import subprocess
 import sys
 import tracemalloc
@@ -15,7 +20,9 @@ import pytest
 import torch
 
 from lazygraph.pressure import process_memory
-from lazygraph.sizing import footprint, freeze, sizeof
+from lazygraph.sizing import MAX_DEPTH, footprint, freeze, sizeof
+
+MB = 10**6
 
 
 def buffer_ids(obj: object) -> set[Any]:
@@ -342,3 +349,153 @@ def test_importing_sizing_imports_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------
+# Buffers held out of sight (SPEC S5.2): closures, partials, memoryviews, exceptions, nesting
+
+HIDDEN_KINDS = ["closure", "partial", "memoryview", "exception", "nested"]
+
+
+def hidden(kind: str, array: np.ndarray) -> object:
+    """``array`` held so that only the object's innards reach it."""
+    if kind == "closure":
+        return lambda: array.sum()
+    if kind == "partial":
+        return functools.partial(np.add, array)
+    if kind == "memoryview":
+        return memoryview(array)
+    if kind == "exception":
+        return ValueError("bad block", array)
+    nested: object = array
+    for _ in range(10):
+        nested = [nested]
+    return nested
+
+
+@pytest.mark.parametrize("kind", HIDDEN_KINDS)
+def test_hidden_buffers_are_found_with_their_identity(kind: str) -> None:
+    a = np.zeros(500_000)
+    assert the_buffer(a) in footprint(hidden(kind, a))
+    assert the_buffer(a) in footprint(hidden(kind, a[10:]))
+    assert a.nbytes <= sizeof(hidden(kind, a)) < a.nbytes + 5_000
+
+
+def test_memoryview_of_a_bytearray_counts_the_bytearray_once() -> None:
+    data = bytearray(4_000_000)
+    view = memoryview(data)[1000:]
+    assert len(data) <= sizeof(view) < len(data) + 1_000
+    assert buffer_ids(view) == buffer_ids(data) != set()
+    assert sizeof((data, view, memoryview(data))) < len(data) + 2_000
+    released = memoryview(data)
+    released.release()
+    assert sizeof(released) < 1_000
+
+
+def test_memoryviews_of_views_and_of_opaque_exporters() -> None:
+    a = np.zeros(500_000)
+    assert sizeof((a, memoryview(a[10:]), memoryview(a[::2]))) < a.nbytes + 2_000
+    mapped = mmap.mmap(-1, 4_000_000)  # sys.getsizeof does not see the mapping
+    try:
+        assert 4_000_000 <= sizeof(memoryview(mapped)[1000:]) + 1000 < 4_002_000
+    finally:
+        mapped.close()
+
+
+def test_exceptions_reach_attributes_and_chained_exceptions() -> None:
+    a, b, c = np.zeros(100_000), np.ones(100_000), np.full(100_000, 2.0)
+    try:
+        try:
+            raise KeyError(a)
+        except KeyError:
+            error = RuntimeError("outer")
+            error.payload = b  # type: ignore[attr-defined]
+            raise error from ValueError(c)
+    except RuntimeError as outer:
+        caught = outer
+    assert {the_buffer(x) for x in (a, b, c)} <= set(footprint(caught))
+    assert caught.__context__ is not None and caught.__traceback__ is not None
+
+
+def test_closures_reach_cells_defaults_and_nested_functions() -> None:
+    a, b = np.zeros(100_000), np.ones(100_000)
+
+    def outer() -> Callable[[], float]:
+        def inner(scale: np.ndarray = b) -> float:
+            return float((a * scale).sum())
+
+        return lambda: inner()
+
+    assert {the_buffer(a), the_buffer(b)} <= set(footprint(outer()))
+    assert sizeof(outer()) < a.nbytes + b.nbytes + 5_000
+
+
+def test_partial_keywords_and_nested_partials() -> None:
+    a, b = np.zeros(100_000), np.ones(100_000)
+    bound = functools.partial(functools.partial(np.add, a), out=b)
+    assert {the_buffer(a), the_buffer(b)} <= set(footprint(bound))
+
+
+def test_objects_nested_deep_in_objects_are_reached() -> None:
+    class Box:
+        def __init__(self, inside: object) -> None:
+            self.inside = inside
+
+    a = np.zeros(100_000)
+    held: object = a
+    for level in range(10):
+        held = Box(held) if level % 2 else {"k": [held]}
+    assert the_buffer(a) in footprint(held)
+
+
+def test_visits_are_bounded_per_value() -> None:
+    # Ten thousand levels, an 8 KB array at each: the walk stops at MAX_DEPTH levels (and
+    # MAX_OBJECTS objects); what lies below is not seen, and no RecursionError either.
+    deep: list[Any] = []
+    for _ in range(10_000):
+        deep = [deep, np.zeros(1000)]
+    assert MAX_DEPTH * 8000 // 2 < sizeof(deep) < 100 * 8000
+
+
+HOLD_TWELVE = """
+import functools, gc, json, sys
+import numpy as np, psutil
+import lazygraph
+from tests.test_sizing import hidden
+
+@lazygraph.node
+def block(i, kind):
+    return hidden(kind, np.full(5_000_000, float(i)))  # 40 MB, every page touched
+
+process = psutil.Process()
+with lazygraph.Session(memory_limit="100MB", spill=False, progress=False) as session:
+    gc.collect()
+    before = process.memory_info().rss
+    grown = 0
+    for i in range(12):
+        block(i, sys.argv[1]).compute()  # the caller keeps nothing: the store decides
+        grown = max(grown, process.memory_info().rss - before)
+    stats = session.stats()
+print(json.dumps({"grown": grown, "in_memory": stats.bytes_in_memory,
+                  "entries": stats.entries_in_memory, "evictions": stats.evictions}))
+"""
+
+
+@pytest.mark.parametrize("kind", HIDDEN_KINDS)
+def test_twelve_hidden_40mb_results_stay_within_memory_limit(kind: str) -> None:
+    # A fresh process, so that RSS is this test's alone; torch and pandas stay out of it.
+    root = pathlib.Path(__file__).resolve().parent.parent
+    code = HOLD_TWELVE.replace("from tests.test_sizing import hidden", _source_of_hidden())
+    out = subprocess.run(
+        [sys.executable, "-c", code, kind], capture_output=True, text=True, cwd=root, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert 40 * MB <= seen["in_memory"] <= 100 * MB, seen
+    assert seen["entries"] <= 2 and seen["evictions"] >= 10, seen
+    # Two results held, one being made: 480 MB would be held if they were not counted.
+    assert seen["grown"] <= 150 * MB, seen
+
+
+def _source_of_hidden() -> str:
+    return "import functools\n" + inspect.getsource(hidden)

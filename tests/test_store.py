@@ -12,7 +12,7 @@ import pytest
 
 import lazygraph
 from lazygraph import Session, node
-from lazygraph.store.base import Entry
+from lazygraph.store.base import ENTRY_OVERHEAD, Entry
 from lazygraph.store.memory import MemoryTier
 
 MB = 1_000_000
@@ -24,25 +24,37 @@ def entry(key: bytes, nbytes: int, buffer=None) -> Entry:
 
 
 def test_lru_order_under_mixed_access():
-    tier = MemoryTier(max_bytes=300)
+    evicted: list[Entry] = []
+    tier = MemoryTier(max_bytes=300, on_evict=evicted.extend, overhead=0)
     for k in (b"a", b"b", b"c"):
         tier.put(entry(k, 100))
     tier.get(b"a")  # a is now the most recently used
-    evicted = tier.put(entry(b"d", 100))
+    tier.put(entry(b"d", 100))
     assert [e.key for e in evicted] == [b"b"]
     tier.get(b"c")
-    evicted = tier.put(entry(b"e", 150))
+    evicted.clear()
+    tier.put(entry(b"e", 150))
     assert [e.key for e in evicted] == [b"a", b"d"]
     assert list(tier) == [b"c", b"e"]
 
 
-def test_limit_is_never_exceeded_after_any_insert():
+@pytest.mark.parametrize("overhead", [0, ENTRY_OVERHEAD])
+def test_limit_is_never_exceeded_after_any_insert(overhead):
     rng = np.random.default_rng(0)
-    tier = MemoryTier(max_bytes=1000)
+    tier = MemoryTier(max_bytes=4000, overhead=overhead)
     for i in range(500):
         tier.put(entry(i.to_bytes(4, "big"), int(rng.integers(1, 400))))
-        assert tier.cpu_bytes <= 1000
-        assert tier.cpu_bytes == sum(e.nbytes for e in tier._entries.values())
+        assert tier.sizes()[1] <= 4000
+        assert tier.cpu_bytes == sum(e.nbytes for e in tier.entries.values())
+        assert tier.sizes() == (len(tier), tier.cpu_bytes + overhead * len(tier))
+
+
+def test_bookkeeping_counts_against_the_limit():
+    """A million tiny results must not hold 20x the limit in Entry objects (SPEC S5.2)."""
+    tier = MemoryTier(max_bytes=100 * ENTRY_OVERHEAD)
+    for i in range(1000):
+        tier.put(entry(i.to_bytes(4, "big"), 8))
+    assert len(tier) == 100 * ENTRY_OVERHEAD // (ENTRY_OVERHEAD + 8)
 
 
 def test_shared_buffers_are_counted_once():
@@ -234,4 +246,4 @@ def test_eight_threads_on_overlapping_graphs_run_each_node_once():
         for start, value in results.values():
             assert value == sum(range(start, start + 10)) * 1000
         assert all(c == 1 for c in calls.values()), calls
-        assert not s._inflight
+        assert not s.claims

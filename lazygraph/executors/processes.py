@@ -1,9 +1,9 @@
 """The process-pool executor: node functions run in worker processes, big data by file.
 
 Covers: ``ProcessExecutor`` (a pool of ``workers`` processes driven by the shared
-``PoolRun`` loop), how a node's function, arguments and result cross the process boundary,
-and argument templates (a node's arguments with each dependency replaced by a ``Slot``),
-which the Dask executor uses too. Does not cover: readiness and error order (``threads``).
+``PoolRun`` loop), what a worker runs, and argument templates (a node's arguments with each
+dependency replaced by a ``Slot``), which the Dask executor uses too. Does not cover:
+readiness and error order (``pool``), or how big values travel as files (``transport``).
 
 Why loky (joblib's process pool) rather than ``concurrent.futures`` with a spawn context:
 it ships with joblib, already a dependency; its workers do not re-import ``__main__``, so
@@ -18,16 +18,13 @@ shuts down a pool that user code shares.
 What travels how. Functions and small values: pickled with cloudpickle (which joblib
 requires), so lambdas, closures and functions of ``__main__`` work. Large numpy arrays, pandas
 objects and torch CPU tensors (or lists, tuples and dicts of them) of at least the session's
-``spill_threshold`` bytes: written once, uncompressed, in the spill tier's format
-(joblib's pickler, arrays raw) to a private temporary directory (``/dev/shm`` when it has
-room, as joblib does), and mapped back on the other side: ``mmap_mode="r"`` for results in
-this process (read-only, like spilled entries), ``mmap_mode="c"`` for arguments in a worker
-(copy-on-write: a function that writes into its argument works, the file is never changed).
-A result's file lives as long as the value does (it is the value's memory), so passing it to
-another node later costs nothing; argument files written for one pull are removed when the
-pull ends; everything is removed by ``close()``. Nodes marked ``@node(local=True)``, and
-``Input`` values, run in this process. Something that cannot be pickled fails with a
-``NodeError`` naming the node and what could not travel.
+``spill_threshold`` bytes: written once to a file in a private temporary directory and
+mapped back on the other side (``transport`` says how). A result's file lives as long as the
+value does (it is the value's memory), so passing it to another node later costs nothing;
+argument files written for one pull are removed when the pull ends; everything is removed by
+``close()``. Nodes marked ``@node(local=True)``, and ``Input`` values, run in this process.
+Something that cannot be pickled fails with a ``NodeError`` naming the node and what could
+not travel.
 
 >>> import lazygraph
 >>> @lazygraph.node
@@ -55,26 +52,32 @@ import weakref
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ..errors import ConfigError, NodeError
-from ..node import Node, _input_value
-from ..scheduler import _rebuild
-from ..sizing import sizeof
-from .threads import PoolRun
+from ..arguments import substitute
+from ..errors import NodeError, iterator_result
+from ..incremental import input_value
+from ..node import Node
+from .pool import PoolRun, checked_workers
+from .transport import (
+    LOCAL_HINT,
+    FileRef,
+    MappedFiles,
+    TransportError,
+    bulky,
+    pack,
+    pickled,
+    read_file,
+    transport_dir,
+    unlink_quiet,
+    write_file,
+)
 
 if TYPE_CHECKING:
     from ..scheduler import Pull
 
-__all__ = ["ProcessExecutor", "Slot", "template", "fill", "transport_dir"]
+__all__ = ["ProcessExecutor", "Slot", "fill", "runs_here", "template"]
 
 log = logging.getLogger(__name__)
 _perf = time.perf_counter
-
-_SHM = "/dev/shm"
-_SHM_MIN_FREE = 2 * 10**9  # joblib's rule: use /dev/shm only when it has this much room
-_SUFFIX = ".joblib"
-_LOCAL_HINT = "; mark the node @node(local=True) to run it in this process"
 
 
 # -- argument templates (shared with the Dask executor) ----------------------------------
@@ -112,7 +115,7 @@ def template(n: Node) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if not n.deps:
         return n.args, n.kwargs
     if n._nested:
-        return _replace(n.args, Node, _slot_of), _replace(n.kwargs, Node, _slot_of)
+        return substitute(n.args, _slot_of, kind=Node), substitute(n.kwargs, _slot_of, kind=Node)
     args = tuple([Slot(a._key) if isinstance(a, Node) else a for a in n.args])
     kwargs = {k: Slot(v._key) if isinstance(v, Node) else v for k, v in n.kwargs.items()}
     return args, kwargs
@@ -124,144 +127,19 @@ def fill(obj: Any, values: dict[Any, Any]) -> Any:
     >>> fill((Slot("a"), [Slot("b"), 3]), {"a": 1, "b": 2})
     (1, [2, 3])
     """
-    return _replace(obj, Slot, lambda slot: values[slot.key])
+    return substitute(obj, lambda slot: values[slot.key], kind=Slot)
+
+
+def runs_here(n: Node) -> bool:
+    """True for nodes that run in this process under every out-of-process executor.
+
+    Those marked ``@node(local=True)``, and Inputs (their value is already here).
+    """
+    return n.options.local or n.func is input_value
 
 
 def _slot_of(n: Node) -> Slot:
     return Slot(n._key)
-
-
-def _replace(obj: Any, kind: type, swap: Any) -> Any:
-    """Rebuild list/tuple/dict/set containers with each ``kind`` item replaced by swap(item)."""
-    if isinstance(obj, kind):
-        return swap(obj)
-    if isinstance(obj, dict):
-        pairs = {_replace(k, kind, swap): _replace(v, kind, swap) for k, v in obj.items()}
-        return pairs if type(obj) is dict else _rebuild(obj, pairs)
-    if isinstance(obj, (list, tuple, set, frozenset)):
-        items = [_replace(item, kind, swap) for item in obj]
-        if hasattr(obj, "_fields"):  # a namedtuple takes its fields as arguments
-            return type(obj)(*items)
-        if type(obj) in (list, tuple, set, frozenset):
-            return type(obj)(items)
-        return _rebuild(obj, items)
-    return obj
-
-
-# -- what crosses the boundary -----------------------------------------------------------
-
-
-class FileRef:
-    """A value written to a file in the spill format; opened memory-mapped on the other side."""
-
-    __slots__ = ("path",)
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return FileRef, (self.path,)
-
-
-class TransportError(Exception):
-    """A value could not cross the process boundary (raised in a worker, read here)."""
-
-
-def transport_dir() -> str:
-    """Where transport directories go: ``/dev/shm`` if it has room (as joblib does), else tmp.
-
-    >>> os.path.isdir(transport_dir())
-    True
-    """
-    try:
-        stats = os.statvfs(_SHM)
-        if stats.f_bavail * stats.f_frsize >= _SHM_MIN_FREE and os.access(_SHM, os.W_OK):
-            return _SHM
-    except (OSError, AttributeError):  # no /dev/shm (macOS), or no statvfs (Windows)
-        pass
-    return tempfile.gettempdir()
-
-
-def _holds_buffers(value: Any, depth: int = 2) -> bool:
-    """True for numpy (non-object), pandas and torch CPU data, or containers holding some."""
-    if isinstance(value, np.ndarray):
-        return not value.dtype.hasobject
-    module = type(value).__module__
-    if module.startswith("pandas"):
-        return True
-    if module.startswith("torch"):
-        device = getattr(value, "device", None)
-        return getattr(device, "type", None) == "cpu"
-    if depth and type(value) in (list, tuple):
-        return any(_holds_buffers(v, depth - 1) for v in value[:64])
-    if depth and type(value) is dict:
-        return any(_holds_buffers(v, depth - 1) for v in list(value.values())[:64])
-    return False
-
-
-def bulky(value: Any, threshold: int) -> bool:
-    """True if ``value`` should travel as a memory-mapped file rather than by pickle.
-
-    >>> bulky(np.zeros(1000), 4000), bulky(np.zeros(10), 4000), bulky([1] * 1000, 10)
-    (True, False, False)
-    """
-    return _holds_buffers(value) and sizeof(value) >= threshold
-
-
-def write_file(value: Any, directory: str) -> FileRef:
-    """Write ``value`` in the spill format to a new file in ``directory``.
-
-    Raises ``OSError`` (disk full) or ``UnspillableError`` (not picklable); leaves no file.
-    """
-    from ..store.entryfile import dump
-
-    fd, path = tempfile.mkstemp(suffix=_SUFFIX, dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            dump(value, file)
-    except BaseException:
-        _unlink_quiet(path)
-        raise
-    return FileRef(path)
-
-
-def read_file(ref: FileRef, *, mmap_mode: str) -> Any:
-    """Load a value written by ``write_file``, its arrays memory-mapped."""
-    import joblib
-
-    return joblib.load(ref.path, mmap_mode=mmap_mode)
-
-
-def _unlink_quiet(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _pickle(obj: Any) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-
-
-def _pack(value: Any, directory: str, threshold: int) -> bytes | FileRef:
-    """A result as it travels back: a file for bulky data, else cloudpickled bytes."""
-    if bulky(value, threshold):
-        try:
-            return write_file(value, directory)
-        except Exception as exc:  # disk full, or unpicklable parts: try plain pickling
-            log.warning(
-                "writing a %s result to %s failed (%s); pickling it instead",
-                type(value).__name__,
-                directory,
-                exc,
-            )
-    try:
-        return _pickle(value)
-    except Exception as exc:  # PicklingError, TypeError, AttributeError...: any means "no"
-        raise TransportError(
-            f"its result (a {type(value).__name__}) cannot be sent back from a worker "
-            f"process ({type(exc).__name__}: {exc})" + _LOCAL_HINT
-        ) from None
 
 
 def _remote_call(
@@ -278,13 +156,16 @@ def _remote_call(
     except Exception as exc:
         raise TransportError(
             f"its function or arguments could not be loaded in a worker process "
-            f"({type(exc).__name__}: {exc})" + _LOCAL_HINT
+            f"({type(exc).__name__}: {exc})" + LOCAL_HINT
         ) from None
     args, kwargs = fill(args_t, values), fill(kwargs_t, values)
     start = _perf()
     value = func(*args, **kwargs)
     seconds = _perf() - start
-    return _pack(value, directory, threshold), seconds
+    refused = iterator_result(value)
+    if refused is not None:
+        raise refused
+    return pack(value, directory, threshold), seconds
 
 
 # -- the executor ------------------------------------------------------------------------
@@ -304,15 +185,12 @@ class ProcessExecutor:
     """
 
     def __init__(self, workers: int = 2, *, temp_dir: str | None = None) -> None:
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"workers must be a positive int (got {workers!r})")
-        self.workers = workers
+        self.workers = checked_workers(workers)
         self._temp_root = temp_dir
         self._pool: Any = None
         self._dir: str | None = None
         self._remove_dir: weakref.finalize | None = None
-        # id(value) -> (weak reference, path) for results whose file is still their memory
-        self._files: dict[int, tuple[weakref.ref[Any], str]] = {}
+        self.mapped = MappedFiles()  # results whose file is still their memory
         self._lock = threading.Lock()
 
     @property
@@ -362,37 +240,11 @@ class ProcessExecutor:
             queue.close()
             queue.join_thread()
 
-    def _track(self, value: Any, path: str) -> bool:
-        """Keep ``path`` while ``value`` (mapped from it) lives; False if it can't be tracked."""
-        try:
-            ref = weakref.ref(value)
-        except TypeError:  # tuples, lists...: the caller removes the file after the pull
-            return False
-        files = self._files
-        files[id(value)] = (ref, path)
-        weakref.finalize(value, _forget, files, id(value), path)
-        return True
-
-    def _file_of(self, value: Any) -> str | None:
-        entry = self._files.get(id(value))
-        if entry is not None and entry[0]() is value:
-            if os.path.exists(entry[1]):
-                return entry[1]
-            # Its file went away (swept after an interrupt, or removed by hand): the value
-            # is still mapped here, so it travels as a fresh file instead.
-            self._files.pop(id(value), None)
-        return None
-
     def _sweep(self) -> None:
         """Remove transport files no live value maps (left by killed or failed workers)."""
         directory = self._dir
-        if directory is None:
-            return
-        live = {path for _, path in list(self._files.values())}
-        for name in os.listdir(directory):
-            path = os.path.join(directory, name)
-            if path not in live:
-                _unlink_quiet(path)
+        if directory is not None:
+            self.mapped.sweep(directory)
 
     def close(self) -> None:
         """Stop the pool and remove the transport directory; idempotent."""
@@ -402,20 +254,12 @@ class ProcessExecutor:
             self._dir = None
         if pool is not None:
             pool.shutdown(wait=True)
-        self._files.clear()
+        self.mapped.clear()
         if remove is not None:
             remove()  # mapped values stay readable: unlinking a file keeps its mappings
 
     def __repr__(self) -> str:
         return f"ProcessExecutor(workers={self.workers})"
-
-
-def _forget(files: dict[int, Any], ident: int, path: str) -> None:
-    """A tracked value died: its file is no longer anyone's memory."""
-    entry = files.get(ident)
-    if entry is not None and entry[1] == path:
-        del files[ident]
-    _unlink_quiet(path)
 
 
 class _ProcessBackend:
@@ -432,12 +276,12 @@ class _ProcessBackend:
         self.run_files: list[str] = []
 
     def local(self, n: Node) -> bool:
-        return n.options.local or n.func is _input_value
+        return runs_here(n)
 
     def submit(self, n: Node, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[Any]:
         func_bytes = self._function(n)
         try:
-            args_bytes = _pickle(self._arguments(n))
+            args_bytes = pickled(self._arguments(n))
         except Exception as exc:
             raise self._unsendable(n, "its arguments", exc) from exc
         try:
@@ -453,14 +297,14 @@ class _ProcessBackend:
         func_bytes = self.functions.get(id(n.func))
         if func_bytes is None:
             try:
-                func_bytes = self.functions[id(n.func)] = _pickle(n.func)
+                func_bytes = self.functions[id(n.func)] = pickled(n.func)
             except Exception as exc:
                 raise self._unsendable(n, f"its function {n.name}", exc) from exc
         return func_bytes
 
     def _unsendable(self, n: Node, what: str, exc: Exception) -> NodeError:
         detail = (
-            f"{what} cannot be sent to a worker process ({type(exc).__name__}: {exc})" + _LOCAL_HINT
+            f"{what} cannot be sent to a worker process ({type(exc).__name__}: {exc})" + LOCAL_HINT
         )
         return self.pull.node_error(n, exc, detail=detail)
 
@@ -486,7 +330,7 @@ class _ProcessBackend:
 
     def _ship(self, value: Any) -> Any:
         """The value itself, or a FileRef to a file holding it (written once per pull)."""
-        path = self.executor._file_of(value)
+        path = self.executor.mapped.file_of(value)
         if path is not None:
             # Hold the value until the pull ends: its file is removed when it dies, and the
             # pull may drop it first (e.g. the store swaps it for its spilled copy) while a
@@ -541,7 +385,7 @@ class _ProcessBackend:
             what = packed.path if isinstance(packed, FileRef) else "its pickled result"
             detail = f"its result could not be read back from {what} ({type(exc).__name__}: {exc})"
             raise self.pull.node_error(n, exc, detail=detail) from exc
-        if not self.executor._track(value, packed.path):
+        if not self.executor.mapped.track(value, packed.path):
             self.run_files.append(packed.path)  # its arrays stay mapped after the unlink
         return value
 
@@ -553,6 +397,6 @@ class _ProcessBackend:
     def cleanup(self) -> None:
         """The pull is over: remove argument files and results' files nobody maps by name."""
         for path in self.run_files:
-            _unlink_quiet(path)
+            unlink_quiet(path)
         self.run_files.clear()
         self.written.clear()

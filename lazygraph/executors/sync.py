@@ -1,5 +1,9 @@
 """The default executor: run the plan in order, in the calling thread.
 
+Covers: ``SyncExecutor``, which hands the whole plan to the pull's own loop
+(``Pull.run_all``, the hot path). Does not cover: the loop itself (``scheduler``) or
+parallel execution (``threads``, ``processes``, ``dask``).
+
 >>> import lazygraph
 >>> @lazygraph.node
 ... def one():

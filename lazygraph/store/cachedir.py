@@ -1,48 +1,42 @@
-"""Cache directories: the safety checks, and what the ``lazygraph cache`` command reports.
+"""What the ``lazygraph cache`` command reports about a cache directory, and where it is.
 
 Covers: the default location (``$LAZYGRAPH_CACHE_DIR``, else ``$XDG_CACHE_HOME/lazygraph``,
-else ``~/.cache/lazygraph``); creating a directory private to the user (0700, missing
-parents too); refusing one that another user owns or that group/others may write to, with
-the ``chmod``/``chown`` that fixes it; and the pure functions behind ``cache info|ls|clear``
-plus plain-text formatting for them (the CLI prints; nothing here does).
+else ``~/.cache/lazygraph``), the pure functions behind ``cache info|ls|clear`` and
+plain-text formatting for them (the CLI prints; nothing here does). Any file may be in a
+cache directory: only entry files (``<even number of hex digits>.joblib``) are listed or
+removed; other files are counted and left alone, entries that do not authenticate (or cannot
+be read) are listed as such and removed by ``clear``.
 
-Does not cover: the entry format or authentication (``files.py``). Parent directories are
-not checked: an attacker who could swap a parent still cannot forge an entry, because every
-entry is authenticated with the per-user secret before it is unpickled.
+Does not cover: the directory checks (``dirtrust``: a directory another user could change
+is refused, with the fix) or the entry format and authentication (``files``).
 
 >>> import tempfile
->>> private = ensure_private_dir(Path(tempfile.mkdtemp()) / "a" / "b")
->>> oct(private.stat().st_mode & 0o777), oct(private.parent.stat().st_mode & 0o777)
-('0o700', '0o700')
+>>> cache_info(Path(tempfile.mkdtemp()))["entries"]
+0
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import pwd
 import re
-import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..errors import CacheSecurityError, ConfigError
-
-if TYPE_CHECKING:
-    from .files import EntryInfo, FileTier
+from ..errors import ConfigError
+from ..units import format_bytes
+from .entryindex import entry_key
+from .files import EntryInfo, FileTier
+from .secret import load_secret
 
 __all__ = [
     "ENV_CACHE_DIR",
     "default_cache_dir",
-    "ensure_private_dir",
-    "check_private_dir",
-    "check_private_stat",
     "cache_info",
     "cache_ls",
     "cache_clear",
     "parse_age",
-    "format_bytes",
     "format_age",
     "format_info",
     "format_ls",
@@ -63,84 +57,6 @@ def default_cache_dir() -> Path:
         return Path(override).expanduser()
     cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join("~", ".cache")
     return Path(cache_home).expanduser() / "lazygraph"
-
-
-def ensure_private_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` (and missing parents) with mode 0700, then check it is safe to use.
-
-    Raises ConfigError when ``path`` is a file or not writable, CacheSecurityError when it
-    belongs to someone else or others may write to it.
-
-    >>> import tempfile
-    >>> ensure_private_dir(Path(tempfile.mkdtemp()) / "cache").is_dir()
-    True
-    """
-    directory = Path(os.path.abspath(Path(path).expanduser()))
-    missing = []
-    for candidate in (directory, *directory.parents):
-        if os.path.lexists(candidate):
-            break
-        missing.append(candidate)
-    for candidate in reversed(missing):
-        try:
-            os.mkdir(candidate, 0o700)
-        except FileExistsError:
-            continue  # another process made it first; the check below still applies
-        except OSError as exc:
-            raise ConfigError(
-                f"cache_dir {directory} could not be created ({exc.strerror}: {candidate}); "
-                "pass a directory you can write to"
-            ) from exc
-        os.chmod(candidate, 0o700)  # a umask cannot widen the mode, but may narrow it
-    check_private_dir(directory)
-    return directory
-
-
-def check_private_dir(path: str | os.PathLike[str], *, writable: bool = True) -> None:
-    """Raise unless ``path`` is a directory of this user that group and others cannot write.
-
-    >>> import tempfile
-    >>> check_private_dir(tempfile.mkdtemp()) is None
-    True
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"cache_dir {path} does not exist") from exc
-    check_private_stat(path, st)
-    if writable and not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"cache_dir {path} is not writable (read-only filesystem or missing permission); "
-            "pass a directory you can write to"
-        )
-
-
-def check_private_stat(path: str | os.PathLike[str], st: os.stat_result) -> None:
-    """The checks of ``check_private_dir`` on a stat result (e.g. ``os.fstat`` of an open dir).
-
-    >>> check_private_stat("/tmp", os.stat("/tmp"))  # doctest: +IGNORE_EXCEPTION_DETAIL
-    Traceback (most recent call last):
-    lazygraph.errors.CacheSecurityError: cache directory /tmp is writable by others...
-    """
-    if not stat.S_ISDIR(st.st_mode):
-        raise ConfigError(f"cache_dir {path} must be a directory (got a file or other object)")
-    me = os.geteuid()
-    if st.st_uid != me:
-        raise CacheSecurityError(
-            f"cache directory {path} is owned by {_user(st.st_uid)}, not by you "
-            f"({_user(me)}): entries in it could have been planted by its owner. Use a "
-            f"directory of your own, or if it is yours: chown {_user(me)} {path}"
-        )
-    if st.st_mode & 0o022:
-        who = (
-            "group and others"
-            if st.st_mode & 0o022 == 0o022
-            else ("its group" if st.st_mode & 0o020 else "others")
-        )
-        raise CacheSecurityError(
-            f"cache directory {path} is writable by {who} (mode {oct(st.st_mode & 0o777)}), "
-            f"so they could plant or replace entries; expected 0o700. Fix with: chmod 700 {path}"
-        )
 
 
 def cache_ls(directory: str | os.PathLike[str], *, secret: bytes | None = None) -> list[EntryInfo]:
@@ -167,8 +83,9 @@ def cache_info(
     """Size, entry count and the largest entries of a cache directory.
 
     Keys: ``directory``, ``exists``, ``entries``, ``bytes``, ``invalid`` (entries that fail
-    authentication), ``oldest`` (creation time, epoch seconds, or None), ``largest`` (a list
-    of EntryInfo, biggest first).
+    authentication or cannot be read), ``oldest`` (creation time, epoch seconds, or None),
+    ``largest`` (a list of EntryInfo, biggest first), ``others`` (files that are not entries,
+    left alone).
 
     >>> import tempfile
     >>> info = cache_info(Path(tempfile.mkdtemp()) / "absent")
@@ -181,14 +98,16 @@ def cache_info(
         raise ValueError(f"largest must be >= 0 (got {largest})")
     entries = cache_ls(directory, secret=secret)
     created = [info.created for info in entries]
+    path = Path(directory).expanduser()
     return {
-        "directory": str(Path(directory).expanduser()),
-        "exists": os.path.isdir(Path(directory).expanduser()),
+        "directory": str(path),
+        "exists": os.path.isdir(path),
         "entries": len(entries),
         "bytes": sum(info.nbytes for info in entries),
         "invalid": sum(not info.valid for info in entries),
         "oldest": min(created) if created else None,
         "largest": sorted(entries, key=lambda info: info.nbytes, reverse=True)[:largest],
+        "others": _other_files(path),
     }
 
 
@@ -231,8 +150,9 @@ def cache_clear(
                 continue
             if function is not None and not fnmatch.fnmatchcase(info.function or "", function):
                 continue
-            tier.discard(bytes.fromhex(info.key))
-            removed += 1
+            key = bytes.fromhex(info.key)  # an entry's name: an even number of hex digits
+            tier.discard(key)
+            removed += key not in tier  # not counted when it could not be removed (logged)
     finally:
         tier.close()
     return removed
@@ -250,20 +170,6 @@ def parse_age(text: str) -> float:
     if match is None:
         raise ConfigError(f'an age must look like "30s", "15m", "12h", "7d" or "2w" (got {text!r})')
     return float(match.group(1)) * _AGE_UNITS.get(match.group(2) or "s", 1.0)
-
-
-def format_bytes(nbytes: int) -> str:
-    """A byte count for people.
-
-    >>> format_bytes(512), format_bytes(3 * 1024**3 // 2)
-    ('512 B', '1.5 GiB')
-    """
-    size = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 def format_age(seconds: float) -> str:
@@ -309,13 +215,14 @@ def format_info(info: dict[str, Any], *, now: float | None = None) -> str:
     largest = info.get("largest") or []
     if largest:
         text += "\nlargest:\n" + format_ls(list(largest), now=now)
+    others = info.get("others") or 0
+    if others:
+        text += f"\nalso {others} {'file' if others == 1 else 'files'} that are not entries "
+        text += "(left alone)"
     return text
 
 
 def _open(directory: str | os.PathLike[str], secret: bytes | None) -> FileTier | None:
-    from .files import FileTier
-    from .secret import load_secret
-
     path = Path(directory).expanduser()
     if not os.path.lexists(path):
         return None
@@ -326,8 +233,16 @@ def _open(directory: str | os.PathLike[str], secret: bytes | None) -> FileTier |
     return FileTier(path, secret=secret)
 
 
-def _user(uid: int) -> str:
+def _other_files(directory: Path) -> int:
+    """Files in ``directory`` that are neither entries nor temp files (never touched)."""
     try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
+        with os.scandir(directory) as listing:
+            return sum(
+                1
+                for item in listing
+                if entry_key(item.name) is None
+                and not item.name.startswith(".lgtmp-")
+                and not item.is_dir(follow_symlinks=False)
+            )
+    except OSError:
+        return 0

@@ -1,16 +1,19 @@
-"""The bytes of one entry file: the joblib stream, split into pickle stream and payload.
+"""The joblib stream of one entry file: written split into pickle stream and payload,
+unpickled from the descriptor it was verified through.
 
 Covers: pickling a value the way joblib maps it back (``dump``; CPU tensors as arrays,
 restored sharing the mapped pages), marking the raw bytes of large arrays as *payload* while
-the rest (the *pickle stream*) feeds a MAC, writing the authenticated trailer
-(``write_entry``), reading and checking it back (``read_header``, which also checks the
-payload regions it names, then ``pickle_intact`` and ``payload_matches``). ``files.py``
-explains the format and the trust model.
+the rest (the *pickle stream*) feeds a MAC, writing a whole entry with its authenticated
+trailer (``write_entry``), and unpickling an entry from an open descriptor, its arrays
+memory-mapped through that same descriptor, never by path (``load``). numpy and joblib are
+imported on first use, not with lazygraph.
 
-Does not cover: files and directories (names, atomic renames, eviction: ``files.py``) or when
-a payload must be hashed rather than trusted (``FileTier._payload_intact``).
+Does not cover: the trailer and the checks against it (``entryheader``), files and
+directories (names, atomic renames, eviction: ``files``) or when a payload must be hashed
+rather than trusted (``entryload``). ``files`` explains the trust model.
 
 >>> import io
+>>> import numpy as np
 >>> sink = EntrySink(io.BytesIO(), mac_stream(b"s" * 32, b"pickle"), xxhash.xxh3_128())
 >>> dump({"big": np.zeros(10_000), "small": np.ones(3)}, sink)
 >>> [length for _, length in sink.regions]  # only the large array's raw bytes
@@ -19,47 +22,25 @@ a payload must be hashed rather than trusted (``FileTier._payload_intact``).
 
 from __future__ import annotations
 
-import hmac
-import json
+import functools
+import io
 import os
 import pickle
-import struct
 import sys
-import time
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import numpy as np
 import xxhash
 
-from ..errors import LazyGraphError
-from .secret import mac, mac_stream, verify_mac
+from .entryheader import FOOTER, MAGIC, UnspillableError, bind, encode_header
+from .secret import mac, mac_stream
 
-__all__ = [
-    "EntrySink",
-    "UnspillableError",
-    "bind",
-    "dump",
-    "encode_header",
-    "hash_ranges",
-    "other_format",
-    "payload_matches",
-    "pickle_intact",
-    "read_header",
-    "write_entry",
-]
+if TYPE_CHECKING:
+    import numpy as np
 
-MAGIC = b"LGENTRY1"
-FOOTER = struct.Struct("<Q8s")  # header length, magic
-TAG_BYTES = 32
-FORMAT = 2
+__all__ = ["EntrySink", "MapSource", "UnspillableError", "dump", "load", "write_entry"]
+
 PAYLOAD_MIN = 64 * 1024  # arrays this big are payload (checksummed); smaller ones are MAC'd
 MAX_REGIONS = 16_384  # payload regions per entry (keeps the header well under MAX_HEADER)
-MAX_HEADER = 1 << 20
-_READ_CHUNK = 1 << 20  # small enough to stay in cache between the read and the hash
-
-
-class UnspillableError(LazyGraphError, TypeError):
-    """A value (or its metadata) cannot be written to a file; nothing was written."""
 
 
 def write_entry(
@@ -87,27 +68,6 @@ def write_entry(
         )
         raw.write(header + mac(secret, b"entry", header) + FOOTER.pack(len(header), MAGIC))
         return raw.tell(), bound
-
-
-def pickle_intact(fd: int, header: dict[str, Any], secret: bytes) -> bool:
-    """True when every byte but the payloads matches the header's MAC (checked every load).
-
-    That is every byte unpickling interprets: opcodes, small values, padding; a few
-    kilobytes for an entry of large arrays.
-    """
-    stream = mac_stream(secret, b"pickle")
-    if not hash_ranges(fd, _complement(header["payload"], header["data_len"]), stream):
-        return False
-    stored = header["pickle_mac"]
-    return isinstance(stored, str) and hmac.compare_digest(stream.hexdigest(), stored)
-
-
-def payload_matches(fd: int, header: dict[str, Any], seed: int) -> bool:
-    """True when the payload regions hash to the header's checksum (reads them all)."""
-    hasher = xxhash.xxh3_128(seed=seed)
-    if not hash_ranges(fd, header["payload"], hasher):
-        return False
-    return hasher.hexdigest() == header["payload_xxh3"]
 
 
 class EntrySink:
@@ -175,8 +135,10 @@ class _PayloadMixin:
 
     def save(self, obj: Any) -> Any:
         sink = self.file_handle
+        np = self.np  # joblib's pickler holds numpy: no import here
         if (
             isinstance(sink, EntrySink)
+            and np is not None
             and type(obj) in (np.ndarray, np.memmap)
             and not obj.dtype.hasobject  # pickled inside: part of the pickle stream
             and obj.nbytes >= PAYLOAD_MIN
@@ -254,12 +216,16 @@ def _reduce_tensor(tensor: Any) -> Any:
 
 
 def _restore_tensor(
-    array: np.ndarray, dtype_name: str | None, requires_grad: bool, is_parameter: bool
+    array: np.ndarray,
+    dtype_name: str | None,
+    requires_grad: bool,
+    is_parameter: bool,
+    source: MapSource | None = None,
 ) -> Any:
-    """Rebuild a tensor over the mapped pages (called by the unpickler)."""
+    """Rebuild a tensor over the mapped pages (called by the unpickler, which adds ``source``)."""
     import torch
 
-    tensor = torch.from_numpy(_writable_view(array))
+    tensor = torch.from_numpy(_writable_view(array, source))
     if dtype_name is not None:
         tensor = tensor.view(getattr(torch, dtype_name))
     if is_parameter:
@@ -267,151 +233,99 @@ def _restore_tensor(
     return tensor.requires_grad_(requires_grad)
 
 
-def _writable_view(array: np.ndarray) -> np.ndarray:
+def _writable_view(array: np.ndarray, source: MapSource | None) -> np.ndarray:
     """A writable array over the same file pages: a copy-on-write (MAP_PRIVATE) mapping.
 
     torch has no read-only tensors: sharing a read-only mapping would turn an in-place op
     into a segfault, and a copy would read the whole file. Copy-on-write maps the same page
-    cache and copies only the pages actually written, which never reach the file.
+    cache, through the descriptor being loaded (never the path), and copies only the pages
+    actually written, which never reach the file.
     """
+    import numpy as np
+
     if array.flags.writeable:
         return array
-    if isinstance(array, np.memmap) and array.filename is not None and array.size:
+    if isinstance(array, np.memmap) and source is not None and array.size:
         return np.memmap(
-            array.filename, dtype=array.dtype, mode="c", offset=array.offset, shape=array.shape
+            source, dtype=array.dtype, mode="c", offset=array.offset, shape=array.shape
         )
     return array.copy()
 
 
-def encode_header(
-    key: bytes,
-    data_len: int,
-    meta: dict[str, object],
-    *,
-    pickle_mac: str = "",
-    payload: list[list[int]] | None = None,
-    payload_xxh3: str = "",
-    bound: list[int] | None = None,
-) -> bytes:
-    header = {
-        "format": FORMAT,
-        "key": key.hex(),
-        "data_len": data_len,
-        "pickle_mac": pickle_mac,
-        "payload": payload or [],
-        "payload_xxh3": payload_xxh3,
-        "bound": bound or [],
-        "created": time.time(),
-        "meta": meta,
-    }
-    try:
-        return json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        raise UnspillableError(
-            f"meta must hold JSON values (str, int, float, bool, None, lists, dicts): {exc}"
-        ) from exc
+class MapSource(os.PathLike):
+    """An open entry file as ``np.memmap`` takes it: mapped through ``fd``, never by path.
 
-
-def bind(fd: int) -> list[int]:
-    """Set the file's mtime to now and return ``[device, inode, mtime_ns]`` as stored.
-
-    Read back rather than assumed, so a filesystem with coarse timestamps binds the value it
-    keeps.
+    np.memmap maps an object with ``read`` through its ``fileno()`` and records
+    ``resolve()`` as the array's ``filename``; joblib names it in a debug line
+    (``os.fspath``). Seeking moves a private position only: the descriptor's own offset, which
+    the unpickler reads the stream through, is never touched.
     """
-    now = time.time_ns()
-    os.utime(fd, ns=(now, now))
-    st = os.fstat(fd)
-    return [st.st_dev, st.st_ino, st.st_mtime_ns]
+
+    def __init__(self, fd: int, path: str, size: int) -> None:
+        self._fd = fd
+        self._path = path
+        self._size = size
+        self._position = 0
+
+    def __fspath__(self) -> str:
+        return self._path
+
+    def resolve(self) -> str:
+        return self._path
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self, *_: object) -> bytes:
+        raise io.UnsupportedOperation("an entry's arrays are mapped, not read")
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
+        self._position = base + offset
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
 
 
-def read_header(fd: int, st: os.stat_result, secret: bytes, key_hex: str) -> dict[str, Any] | None:
-    """The entry's header if its MAC verifies and it describes this file and key, else None."""
-    found = _authenticated_header(fd, st, secret)
-    if found is None:
-        return None
-    header, data_len = found
-    if header.get("format") != FORMAT or header.get("key") != key_hex:
-        return None
-    if header.get("data_len") != data_len:
-        return None
-    regions = _payload_regions(header)
-    if regions is None:
-        return None
-    header["payload"] = regions  # checked once here: sorted (offset, length) inside the data
-    return header
+def load(fd: int, *, path: str) -> Any:
+    """Unpickle the entry open at ``fd`` (at offset 0), arrays mapped read-only from ``fd``.
 
-
-def other_format(fd: int, st: os.stat_result, secret: bytes) -> object:
-    """The format of an authentic entry another lazygraph version wrote, else None."""
-    found = _authenticated_header(fd, st, secret)
-    if found is None or found[0].get("format") == FORMAT:
-        return None
-    return found[0].get("format")
-
-
-def _authenticated_header(
-    fd: int, st: os.stat_result, secret: bytes
-) -> tuple[dict[str, Any], int] | None:
-    """(header, data length) when the trailer is well formed and its MAC verifies."""
-    size = st.st_size
-    if size < FOOTER.size + TAG_BYTES:
-        return None
-    header_len, magic = FOOTER.unpack(os.pread(fd, FOOTER.size, size - FOOTER.size))
-    data_len = size - FOOTER.size - TAG_BYTES - header_len
-    if magic != MAGIC or header_len > MAX_HEADER or data_len < 0:
-        return None
-    blob = os.pread(fd, header_len + TAG_BYTES, data_len)
-    raw, tag = blob[:header_len], blob[header_len:]
-    if len(tag) != TAG_BYTES or not verify_mac(secret, tag, b"entry", raw):
-        return None
-    header = json.loads(raw)  # authenticated: a lazygraph with this secret wrote this JSON
-    return (header, data_len) if isinstance(header, dict) else None
-
-
-def _payload_regions(header: dict[str, Any]) -> list[tuple[int, int]] | None:
-    """The header's payload regions, sorted and inside the data; None if they are not."""
-    regions, end = [], 0
-    try:
-        for offset, length in header["payload"]:
-            if not (isinstance(offset, int) and isinstance(length, int)):
-                return None
-            if offset < end or length <= 0 or offset + length > header["data_len"]:
-                return None
-            regions.append((offset, length))
-            end = offset + length
-    except (TypeError, ValueError, KeyError):
-        return None
-    return regions
-
-
-def _complement(regions: list[tuple[int, int]], data_len: int) -> list[tuple[int, int]]:
-    """The ``(offset, length)`` ranges of ``[0, data_len)`` outside ``regions`` (sorted)."""
-    outside, position = [], 0
-    for offset, length in regions:
-        if offset > position:
-            outside.append((position, offset - position))
-        position = offset + length
-    if data_len > position:
-        outside.append((position, data_len - position))
-    return outside
-
-
-def hash_ranges(fd: int, ranges: list[tuple[int, int]], hasher: Any) -> bool:
-    """Feed the file's bytes in ``ranges`` to ``hasher``; False on a short read (truncated).
-
-    pread rather than mmap: a file truncated while we hash gives a short read instead of
-    SIGBUS killing the process.
+    ``path`` only names the mapped arrays' ``filename``; nothing is opened by it. Call it
+    after the checks (``read_header``, ``pickle_intact``, ``payload_matches``) on the same
+    ``fd``: what is unpickled is then exactly what was authenticated.
     """
-    buffer = bytearray(min(_READ_CHUNK, max((length for _, length in ranges), default=0)))
-    view = memoryview(buffer)
-    for offset, length in ranges:
-        end = offset + length
-        while offset < end:
-            got = os.preadv(fd, [view[: min(len(buffer), end - offset)]], offset)
-            if got == 0:
-                return False
-            hasher.update(view[:got])
-            offset += got
-    return True
+    source = MapSource(fd, path, os.fstat(fd).st_size)
+    os.lseek(fd, 0, os.SEEK_SET)
+    with open(fd, "rb", closefd=False) as stream:
+        return _unpickler_class()(source, stream).load()
+
+
+@functools.lru_cache(maxsize=1)
+def _unpickler_class() -> type:
+    """joblib's NumpyUnpickler, memory-mapping from a ``MapSource``, tensors through it too."""
+    import inspect
+
+    from joblib.numpy_pickle import NumpyUnpickler
+
+    # joblib >= 1.4 takes ensure_native_byte_order (mapped arrays keep their byte order).
+    byte_order = "ensure_native_byte_order" in inspect.signature(NumpyUnpickler).parameters
+
+    class EntryUnpickler(NumpyUnpickler):
+        def __init__(self, source: MapSource, stream: BinaryIO) -> None:
+            if byte_order:
+                super().__init__(source, stream, False, mmap_mode="r")
+            else:
+                super().__init__(source, stream, mmap_mode="r")
+
+        def find_class(self, module: str, name: str) -> Any:
+            if module == __name__ and name == "_restore_tensor":
+                return functools.partial(_restore_tensor, source=self.filename)
+            return super().find_class(module, name)
+
+    return EntryUnpickler
 
 

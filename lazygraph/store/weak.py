@@ -10,26 +10,34 @@ because they can fire inside any other store operation (in any thread).
 >>> import numpy as np
 >>> tier = WeakTier()
 >>> a = np.zeros(3)
->>> tier.put(b"k", a)
+>>> tier.hold(b"k", a)
 True
 >>> tier.get(b"k") is a
 True
 >>> del a
->>> tier.get(b"k") is None
-True
+>>> tier.get(b"k")
+MISSING
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, KeysView
 from typing import Any
+
+from .base import MISSING, Entry
 
 __all__ = ["WeakTier"]
 
 
 class WeakTier:
-    """Weak references by key; ``get`` returns the object or None once it has died."""
+    """Weak references by key; ``get`` returns the object, or MISSING once it has died.
+
+    ``on_forget(key)`` is called (from a later operation, never from a callback) for each
+    key whose object died.
+    """
+
+    name = "weak"
 
     def __init__(self, on_forget: Callable[[bytes], None] | None = None) -> None:
         self._refs: dict[bytes, weakref.ref[Any]] = {}
@@ -40,11 +48,48 @@ class WeakTier:
         self._purge()
         return len(self._refs)
 
-    def __contains__(self, key: bytes) -> bool:
-        ref = self._refs.get(key)
+    def __contains__(self, key: object) -> bool:
+        ref = self._refs.get(key)  # type: ignore[call-overload]
         return ref is not None and ref() is not None
 
-    def put(self, key: bytes, value: Any) -> bool:
+    def keys(self) -> KeysView[bytes]:
+        """A live read-only view of the keys (dead ones included until purged)."""
+        return self._refs.keys()
+
+    # -- the Tier protocol -------------------------------------------------------------------
+
+    def get(self, key: bytes) -> Any:
+        """The live object for ``key``, or MISSING."""
+        ref = self._refs.get(key)
+        if ref is None:
+            return MISSING
+        value = ref()
+        return MISSING if value is None else value
+
+    def put(self, entry: Entry) -> None:
+        """Remember ``entry.value`` weakly (declined when its type takes no weak references)."""
+        self.hold(entry.key, entry.value)
+
+    def discard(self, key: bytes) -> None:
+        """Forget ``key``."""
+        self._refs.pop(key, None)
+
+    def evict(self) -> int:
+        """0: a weak reference keeps nothing alive, so there is never anything to free here."""
+        return 0
+
+    def sizes(self) -> tuple[int, int]:
+        """``(live references, 0)``: what they point to is held (and counted) elsewhere."""
+        return len(self), 0
+
+    def close(self) -> None:
+        """Forget every reference (no ``on_forget`` calls). Idempotent."""
+        self._refs.clear()
+        self._dead.clear()
+
+    # -- for the store -----------------------------------------------------------------------
+
+    def hold(self, key: bytes, value: Any) -> bool:
         """Remember ``value`` weakly; False when its type takes no weak references."""
         self._purge()
         dead = self._dead
@@ -57,15 +102,6 @@ class WeakTier:
         except TypeError:
             return False
         return True
-
-    def get(self, key: bytes) -> Any:
-        """The live object for ``key``, or None."""
-        ref = self._refs.get(key)
-        return None if ref is None else ref()
-
-    def discard(self, key: bytes) -> None:
-        """Forget ``key``."""
-        self._refs.pop(key, None)
 
     def _purge(self) -> None:
         while self._dead:

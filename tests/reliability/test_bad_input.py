@@ -179,7 +179,7 @@ def test_compute_with_bad_arguments_leaves_the_session_working(args, kwargs, kin
         with pytest.raises(kind) as caught:
             session.compute(*args, **kwargs)
         assert all(word in str(caught.value) for word in words), str(caught.value)
-        assert not session._inflight and session._active == 0
+        assert not session.claims and session.claims.active == 0
         assert session.compute(double(21)) == (42,)
         assert lazygraph.compute(double(21), double(20)) == (42, 40)
 

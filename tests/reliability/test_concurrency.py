@@ -98,7 +98,7 @@ def test_eight_threads_pulling_overlapping_graphs_run_each_node_once(calls, exec
                 else pulled
             )
             assert set(ran) == {spec.labels[i] for i in pulled & stale}
-            assert not session._inflight
+            assert not session.claims
 
 
 def test_threads_under_memory_pressure_and_spilling_get_right_results(calls):
@@ -153,6 +153,45 @@ def test_threads_setting_inputs_while_others_pull_never_see_a_mix(calls):
         assert all(value in valid.values() for value in seen), "a result mixed two inputs"
         x.set(2)
         assert session.compute(nodes[-1]) == (valid[2],)
+
+
+def _close_while_pulling(executor: str, spec: Spec, valid: object, delay: float) -> None:
+    """Four threads pull while eight close the session together; check what each saw."""
+    session = Session(progress=False, executor=executor, workers=2)
+    x = lazygraph.Input(3, name="x")
+    nodes = build(spec, [x], func=slow_step)
+    outcomes: list[object] = []
+
+    def pull() -> None:
+        for _ in range(3):
+            try:
+                outcomes.append(session.compute(nodes[-1])[0])
+            except lazygraph.LazyGraphError as exc:
+                assert "closed" in str(exc), exc
+                outcomes.append("closed")
+                return
+
+    pullers = [threading.Thread(target=pull, name=f"lgtest-pull-{i}") for i in range(4)]
+    for t in pullers:
+        t.start()
+    time.sleep(delay)
+    _in_threads(lambda _: session.close())
+    for t in pullers:
+        t.join(60)
+    assert not any(t.is_alive() for t in pullers), "a pull hung after close()"
+    assert session.closed and not session._executors, "an executor outlived close()"
+    assert all(o == valid or o == "closed" for o in outcomes), outcomes
+    session.close()  # and once more, from the test thread
+
+
+@pytest.mark.parametrize("executor", ["sync", "threads"])
+def test_close_from_many_threads_at_once_while_others_pull(executor):
+    """Session.close() is idempotent and thread-safe (S7.5): every close returns without
+    error, every pull returns a right value or the "closed" error, no executor survives."""
+    spec = Spec.random(60, seed=5, window=8)
+    valid = evaluate(spec, [3])[-1]
+    for attempt in range(5):
+        _close_while_pulling(executor, spec, valid, 0.002 * attempt)
 
 
 # -- processes sharing one cache_dir -----------------------------------------------------------

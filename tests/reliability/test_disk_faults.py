@@ -396,3 +396,29 @@ def test_entry_written_into_a_cache_dir_that_became_unsafe(tmp_path, calls):
     os.chmod(cache, 0o770)
     with pytest.raises(CacheSecurityError, match="writable by its group"):
         Session(cache_dir=cache)
+
+
+# -- interpreter exit while spill writes are in flight ------------------------------------------
+
+EXIT_WHILE_SPILLING = """
+import numpy as np
+import lazygraph
+lazygraph.configure(memory_limit="20MB", progress=False)  # the default session, never closed
+
+@lazygraph.node
+def make(i):
+    return np.full(400_000, i, dtype=np.float64)  # 3.2 MB: the last ones are still being spilled
+
+values = lazygraph.compute(*[make(i) for i in range(20)])
+assert [float(v[0]) for v in values] == [float(i) for i in range(20)]
+"""
+
+
+def test_exit_while_spilling_leaves_stderr_clean():
+    """Exit used to close the spill directory's descriptor under a spill write still in flight:
+    "cannot remove .lgtmp-...: [Errno 9] Bad file descriptor" in about half of the runs."""
+    children = [start_child(EXIT_WHILE_SPILLING) for _ in range(10)]
+    for child in children:
+        out, err = child.communicate(timeout=120)
+        assert child.returncode == 0 and err == "", err
+

@@ -221,7 +221,7 @@ with lazygraph.Session(cache_dir=sys.argv[1], progress=False):
     lazygraph.compute(*nodes)  # honest entries, under the other user's secret
 with FileTier(Path(sys.argv[1]), secret=load_or_create_secret()) as tier:
     for node in nodes[::3]:  # and hostile ones, in the real format, properly authenticated
-        tier.put(bytes.fromhex(node.key), Planted(Path(sys.argv[2])), meta={"name": node.name})
+        tier.write(bytes.fromhex(node.key), Planted(Path(sys.argv[2])), meta={"name": node.name})
 """
 
 

@@ -152,7 +152,7 @@ def test_keyboard_interrupt_raised_by_a_node_propagates(executor_name, calls, fa
     with _session(executor_name) as session:
         with pytest.raises(KeyboardInterrupt):
             nodes[-1].compute()
-        assert not session._inflight, "an interrupted pull kept claims on keys"
+        assert not session.claims, "an interrupted pull kept claims on keys"
         first = calls.counts()
         assert all(first[spec.labels[i]] == 1 for i in ancestors(spec, spec.deps[250]))
         faults.clear()
@@ -183,7 +183,7 @@ def test_sigint_at_random_moments_of_a_pull(executor_name, calls, reap_workers):
             delay = rng.uniform(0.0, 1.2 * duration)
             outcome = pull_with_interrupt(lambda: session.compute(root), delay)
             outcomes.append(outcome.outcome)
-            assert not session._inflight, "an interrupted pull kept claims on keys"
+            assert not session.claims, "an interrupted pull kept claims on keys"
             _check(session, root, spec, round_)  # the next pull is correct
             before = calls.total()
             _check(session, root, spec, round_)  # and then served from the store
@@ -261,7 +261,7 @@ def test_interrupt_while_nodes_run_in_workers(executor_name, calls, reap_workers
         x.set(2)
         outcome = pull_with_interrupt(lambda: session.compute(*nodes), 0.15)
         assert outcome.outcome == "interrupted"
-        assert not session._inflight
+        assert not session.claims
         time.sleep(0.4)  # what was running has finished or been stopped by now
         busy = _workers(me)
         assert session.compute(*nodes) == tuple(evaluate(spec, [2]))
