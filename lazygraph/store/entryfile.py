@@ -37,7 +37,7 @@ from .secret import mac, mac_stream
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["EntrySink", "MapSource", "UnspillableError", "dump", "load", "write_entry"]
+__all__ = ["EntrySink", "MapSource", "UnspillableError", "dump", "load", "prepare", "write_entry"]
 
 PAYLOAD_MIN = 64 * 1024  # arrays this big are payload (checksummed); smaller ones are MAC'd
 MAX_REGIONS = 16_384  # payload regions per entry (keeps the header well under MAX_HEADER)
@@ -152,6 +152,17 @@ class _PayloadMixin:
                 self.np = numpy_module
                 sink.end_payload()
         return super().save(obj)  # type: ignore[misc]
+
+
+def prepare() -> None:
+    """Import what writing and reading entries needs (joblib), now, in the caller's thread.
+
+    A file tier calls it when it opens: its first write may otherwise run in the writer
+    thread while the interpreter exits (a result queued just before the end), when importing
+    joblib fails ("can't register atexit after shutdown") and the result would be lost.
+    """
+    _pickler_class(False)
+    _unpickler_class()
 
 
 def dump(value: object, file: Any) -> None:

@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CacheSecurityError, ConfigError
+from . import entryfile
 from .base import MISSING, Entry
 from .descriptors import guarded
 from .dirtrust import DirHandle, ensure_private_dir
@@ -112,6 +113,7 @@ class FileTier:
         if disk_limit is not None and disk_limit < 0:
             raise ConfigError(f"disk_limit must be a size >= 0 in bytes (got {disk_limit})")
         self.directory = ensure_private_dir(directory)
+        entryfile.prepare()  # not at exit, in the writer thread: see entryfile.prepare
         self.name = name
         self.disk_limit = disk_limit
         self._secret = secret

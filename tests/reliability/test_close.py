@@ -243,3 +243,39 @@ def test_pulls_racing_close_with_a_cache_dir_fail_cleanly(tmp_path):
             assert not worker.is_alive(), "a pull hung after close()"
         assert not errors, errors
     assert lazygraph_threads() == []
+
+
+PERSIST_AND_EXIT = """
+import sys
+import numpy as np
+import lazygraph
+
+lazygraph.configure(cache_dir=sys.argv[1], progress=False)
+
+@lazygraph.node
+def big(n):
+    print("ran", flush=True)
+    return np.arange(n, dtype=np.float64)
+
+assert big(2_000_000).compute()[-1] == 1_999_999.0
+# no flush, no close: the result was queued for writing a moment before the end
+"""
+
+
+def test_a_result_queued_for_persisting_at_exit_is_written(tmp_path):
+    """S5.7: a script that computes, then ends, leaves its result for the next run. The
+    first write of a process used to run in the writer thread during interpreter exit,
+    where importing joblib fails ("can't register atexit after shutdown"): it was lost."""
+    script = tmp_path / "persist.py"
+    script.write_text(PERSIST_AND_EXIT)
+    cache = tmp_path / "cache"
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [sys.executable, str(script), str(cache)], capture_output=True, text=True,
+            timeout=120, env=child_env(),
+        )
+        assert done.returncode == 0, done.stderr
+        assert "could not write" not in done.stderr, done.stderr
+        runs.append(done.stdout.count("ran"))
+    assert runs == [1, 0], runs  # the second process loads the entry instead of recomputing
