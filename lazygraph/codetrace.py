@@ -17,7 +17,6 @@ import operator
 import os
 import site
 import sys
-import sysconfig
 import types
 import warnings
 from collections.abc import Callable
@@ -465,8 +464,11 @@ def library_token(module: str | None) -> bytes:
 
 @functools.lru_cache(maxsize=1)
 def _library_roots() -> tuple[str, ...]:
-    paths = sysconfig.get_paths()
-    roots = {paths.get(key, "") for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    # The standard library's directories from where its modules live, not from
+    # sysconfig.get_paths(): that expands every config variable (1 ms at a new process's
+    # first key, more than a persisted hit costs).
+    compiled = getattr(sys.modules.get("_struct"), "__file__", None)  # lib-dynload
+    roots = {os.path.dirname(os.__file__), os.path.dirname(compiled) if compiled else ""}
     roots.update(getattr(site, "getsitepackages", list)())
     roots.add(site.getusersitepackages() if hasattr(site, "getusersitepackages") else "")
     return tuple(os.path.realpath(root) + os.sep for root in roots if root)
