@@ -422,9 +422,18 @@ def report_hits(hits: dict[str, dict[str, float]], nbytes: int, repeat: int) -> 
     for case, label, goal in (("small", "small (an int)", 1.0), ("large", big, 10.0)):
         jl, lg = hits[case]["joblib"], hits[case]["lazygraph"]
         print(
-            f"   {label:<28}{jl:>13.3f}s{lg:>10.3f}s{jl / lg:>17.2f}x  "
+            f"   {label:<28}{milliseconds(jl):>14}{milliseconds(lg):>11}{jl / lg:>17.2f}x  "
             f"goal >= {goal:g}x {verdict(jl / lg >= goal)}"
         )
+
+
+def milliseconds(seconds: float) -> str:
+    """A hit's time: ms to two decimals (a small hit takes ~2 ms: seconds would show 0.002).
+
+    >>> milliseconds(0.00241), milliseconds(1.8934)
+    ('2.41 ms', '1893 ms')
+    """
+    return f"{seconds * 1e3:.2f} ms" if seconds < 0.1 else f"{seconds * 1e3:.0f} ms"
 
 
 def report_pipelines(args: argparse.Namespace, pipes: dict[str, dict[str, Any]]) -> None:

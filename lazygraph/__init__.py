@@ -23,6 +23,7 @@ from . import report as _report  # noqa: F401
 from .errors import CacheSecurityError, ConfigError, CycleError, LazyGraphError, NodeError
 from .memo import Memory
 from .node import Input, Node, node
+from .redefinitions import OutdatedDefinitionWarning
 from .session import Session, compute, configure, current_session
 from .sources import file
 
@@ -41,6 +42,7 @@ __all__ = [
     "NodeError",
     "CycleError",
     "CacheSecurityError",
+    "OutdatedDefinitionWarning",
     "DaskExecutor",
     "__version__",
 ]

@@ -13,7 +13,6 @@ import dis
 import enum
 import functools
 import importlib.metadata
-import operator
 import os
 import site
 import sys
@@ -28,7 +27,6 @@ from .hashing import content_hash, hash_into
 
 __all__ = [
     "BUILTIN_CALLABLES",
-    "CELL_CONTENTS",
     "SCHEME",
     "UNBOUND",
     "KeyPart",
@@ -39,6 +37,7 @@ __all__ = [
     "is_user_module",
     "library_token",
     "tagged_digest",
+    "used_defaults",
     "wrapped_function",
 ]
 
@@ -79,9 +78,6 @@ BUILTIN_CALLABLES = (
     types.MethodDescriptorType,
     types.ClassMethodDescriptorType,
 )
-CELL_CONTENTS = operator.attrgetter("cell_contents")
-_ATTRS = operator.attrgetter("__code__", "__defaults__", "__kwdefaults__")
-
 
 
 class KeyPart(NamedTuple):
@@ -208,10 +204,9 @@ class Trace:
             return  # library functions count by name and package version
         code = func.__code__
         self.funcs[id(func)] = func
-        for attr in ("__defaults__", "__kwdefaults__"):
-            value = getattr(func, attr)
+        for attr, value in zip(("defaults", "kwdefaults"), used_defaults(func), strict=True):
             if value is not None:
-                self.value(h, f"{attr.strip('_')} of {func.__qualname__}", value, None)
+                self.value(h, f"{attr} of {func.__qualname__}", value, None)
             else:
                 h.update(b"-")
         for name, cell in zip(code.co_freevars, func.__closure__ or (), strict=True):
@@ -360,6 +355,14 @@ def _user_code(value: Any) -> Any:
     if value is not None and is_user_module(value.__module__):
         return value
     return None
+
+
+def used_defaults(func: types.FunctionType) -> tuple[Any, Any]:
+    """``func``'s ``__defaults__`` and ``__kwdefaults__``, each None where the code has no
+    parameter it could fill (a call ignores it then; the cache need not watch it)."""
+    code = func.__code__
+    defaults = func.__defaults__ if code.co_argcount else None
+    return defaults, func.__kwdefaults__ if code.co_kwonlyargcount else None
 
 
 def wrapped_function(value: Any) -> types.FunctionType | None:

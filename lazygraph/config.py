@@ -67,6 +67,7 @@ class Config:
     workers: int = 1
     progress: bool = True
     freeze: bool = False
+    redefined: str = "warn"
 
     @classmethod
     def from_options(cls, *, env: Mapping[str, str] | None = None, **options: Any) -> Config:
@@ -85,7 +86,8 @@ class Config:
         - ``spill`` = True; ``spill_threshold`` = 1 MiB, joblib's own memmapping threshold
           (``max_nbytes="1M"``): below that a file costs more than it saves.
         - ``persist`` = True when ``cache_dir`` is given; ``executor`` = "sync"; ``workers`` =
-          the CPUs this process may run on; ``progress`` = True; ``freeze`` = False.
+          the CPUs this process may run on; ``progress`` = True; ``freeze`` = False;
+          ``redefined`` = "warn" (or "rebuild": see docs/guide-keys.md).
 
         Raises :class:`ConfigError` naming the option, what it expects and what it got.  Pure:
         nothing is created or changed (``cache_dir`` is checked, not made).
@@ -150,6 +152,7 @@ def _fill_defaults(values: dict[str, Any], usable: int) -> None:
         "workers": cpu_count(),
         "progress": True,
         "freeze": False,
+        "redefined": "warn",
     }
     for name, default in defaults.items():
         if values[name] is None:
@@ -271,6 +274,13 @@ def _writable(directory: Path) -> bool:
     return os.access(directory, os.W_OK | os.X_OK, effective_ids=effective)
 
 
+def _redefined(value: Any, label: str, usable: int) -> str:
+    """What a pull does with a node built from a since redefined definition (SPEC S3.9)."""
+    if value not in ("warn", "rebuild"):
+        raise ConfigError(f'{label} must be "warn" or "rebuild" (got {shown(value)})')
+    return str(value)
+
+
 _PARSERS = {
     "memory_limit": _size_or_percent,
     "rss_limit": _size_or_percent,
@@ -286,4 +296,5 @@ _PARSERS = {
     "workers": _workers,
     "progress": _flag,
     "freeze": _flag,
+    "redefined": _redefined,
 }

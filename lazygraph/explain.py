@@ -38,9 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import display
 from .context import current_session
-from .incremental import BACKDATED, outdated_name
+from .incremental import BACKDATED
 from .inspection import esc
+from .keys import key_current
 from .node import Input, Node
+from .redefinitions import outdated_name, redefined_note
 
 if TYPE_CHECKING:
     from .scheduler import Pull
@@ -193,9 +195,12 @@ def explain(node: Node, *, session: Session | None = None) -> Explanation:
 def _outdated_note(n: Node, reason: str) -> str:
     """``reason``, plus a warning when ``n`` was built from a since-replaced definition."""
     name = outdated_name(n)
-    if name is None:
-        return reason
-    return f"{reason}; built from an older definition of `{name}` (rebuild the graph)"
+    if name is not None:
+        reason = f"{reason}; built from an older definition of `{name}` (rebuild the graph)"
+    helpers = redefined_note(n)  # a helper or global its key covers was redefined (S3.9)
+    if helpers is None or helpers.endswith("(rebuild the graph)") and key_current(n):
+        return reason  # kept then, keyed afresh since (an Input was set)
+    return f"{reason}; {helpers}"
 
 
 # -- finding the pull ------------------------------------------------------------------------

@@ -30,15 +30,19 @@ What a fingerprint includes (SPEC S3.1, S3.5), and what it leaves out:
   defaults and closure values. Bump the version when you change the code on purpose.
 
 The cache, and why it is cheap and leak-free: an entry remembers the *identity* of everything
-the fingerprint read (code objects, defaults, closure cell contents, each global binding,
-each module or class attribute followed) and is reused while a snapshot of those identities
-is unchanged: a rebound global (a re-run notebook cell) is noticed by one identity check per
-name, before anything is re-hashed. An entry holds the functions, modules and classes it read
-from only through weak references, and the values it compared either weakly (a dying value
-invalidates the entry, so an ``id`` is never trusted after reuse) or strongly when they cannot
-be weakly referenced (numbers, strings, tuples, dicts). Entries go when their function does
-(one exception, a cycle the entry cannot see: a global dict or list holding the function
-itself keeps that function alive while the entry holds the dict).
+the fingerprint read (code objects, defaults, closure cell contents, each global binding, each
+module or class attribute followed) and is reused while a snapshot of those identities is
+unchanged: a rebound global (a re-run notebook cell) is noticed by one identity check per name,
+before anything is re-hashed. It also watches what the functions it reached through *values*
+read (a function in a dispatch table or a partial: their fingerprints are part of this one, so
+rebinding a global one of them reads changes it too). The check is one function generated per
+entry (a few attribute loads and ``is`` tests per function watched; on CPython 3.11 a namespace
+nobody wrote to since it was checked costs one read). An entry holds the functions, modules and
+classes it read from only through weak references, and the values it compared either weakly (a
+dying value invalidates the entry, so an ``id`` is never trusted after reuse) or strongly when
+they cannot be weakly referenced (numbers, strings, tuples, dicts). Entries go when their
+function does (one exception, a cycle the entry cannot see: a global dict or list holding the
+function itself keeps that function alive while the entry holds the dict).
 Mutating a global or captured object *in place* is not seen: pass such data as an argument.
 
 >>> def double(x):
@@ -61,7 +65,6 @@ from typing import Any
 
 from .codetrace import (
     BUILTIN_CALLABLES,
-    CELL_CONTENTS,
     SCHEME,
     UNBOUND,
     KeyPart,
@@ -76,7 +79,7 @@ from .codetrace import (
 from .hashing import register_code_fingerprint
 
 __all__ = ["SCHEME", "KeyPart", "cache_entry", "fingerprint_persistable", "function_fingerprint"]
-__all__ += ["still_valid"]
+__all__ += ["CHECK_ERRORS", "rebound_names", "still_valid"]
 
 def function_fingerprint(func: Any, version: str | None = None) -> bytes:
     """Return the 16-byte fingerprint of ``func``'s identity and code (see the module doc).
@@ -124,11 +127,11 @@ class _Entry:
     """A cached fingerprint and a check of the identities of what it read (see above)."""
 
     __slots__ = (
-        "ref", "fingerprint", "check", "keep", "refs", "valid",
+        "ref", "fingerprint", "check", "keep", "refs", "valid", "watch",
         "persistable", "unhashed", "parts", "__weakref__",
     )  # fmt: skip
 
-    def __init__(self, trace: Trace, fingerprint: bytes) -> None:
+    def __init__(self, root: Any, trace: Trace, fingerprint: bytes, reached: list[Any]) -> None:
         self.ref: Any = None
         self.fingerprint = fingerprint
         self.persistable = trace.persistable
@@ -137,9 +140,12 @@ class _Entry:
         self.valid = True
         self.keep: list[Any] = []  # what cannot be weakly referenced: kept so ids stay unique
         self.refs: list[Any] = []  # weak references that invalidate the entry when they die
-        checks = [_function_check(f, self.hold) for f in trace.funcs.values()]
-        checks += [_space_check(space, self.hold) for space in trace.spaces.values()]
-        self.check = _all(checks)
+        # What the functions it reached through values (a dispatch table, a partial) read is
+        # part of this fingerprint too: their watches are merged into this one.
+        self.watch = _Watch(trace)
+        for child in reached:
+            self.watch.merge(child.watch)
+        self.check = self.watch.compile(root, self.hold)
 
     def hold(self, value: Any) -> None:
         """Make sure ``id(value)`` keeps meaning ``value`` for as long as the entry is valid."""
@@ -153,59 +159,164 @@ def _invalidate(entry_ref: Any, _: Any) -> None:
     entry = entry_ref()
     if entry is not None:
         entry.valid = False
+        suspect.add(True)
 
 
-# The checks below run on the new-Node hit path: each is one closure doing C-level work
-# (``itemgetter``, ``map``). A dead weak reference makes them raise AttributeError.
+#: Non-empty once something a fingerprint read has died since it was read (a helper or global
+#: rebound, its old object collected), and always in an interactive session (IPython, Jupyter,
+#: the REPL), where cells redefine helpers: a re-pull of a keyed Node then re-checks that its
+#: key is current (``keys.needs_refresh``, ~0.1-0.3 µs) instead of trusting it. Empty in a
+#: script that rebinds nothing its nodes read, so its re-pulls cost one truth test. Never
+#: emptied: nodes keyed before the event may still be pulled again.
+suspect: set[bool] = {True} if "IPython" in sys.modules or hasattr(sys, "ps1") else set()
 
 
-def _function_check(f: Any, hold: Callable[[Any], None]) -> Callable[[], bool]:
-    """``f``'s code, defaults and closure cells are still the objects it had."""
-    ref: Callable[[], Any] = weakref.ref(f)
-    code, defaults, kwdefaults = f.__code__, f.__defaults__, f.__kwdefaults__
-    if f.__closure__ is None:
-
-        def same() -> bool:
-            g = ref()
-            if g.__code__ is not code:
-                return False
-            return g.__defaults__ is defaults and g.__kwdefaults__ is kwdefaults
-
-        return same
-    contents = [cell_value(cell) for cell in f.__closure__]
-    for value in contents:
-        hold(value)  # by identity: a cell may hold f itself, or 8 MiB it must not keep
-    ids = tuple(map(id, contents))
-
-    def check() -> bool:
-        g = ref()
-        if g.__code__ is not code or g.__defaults__ is not defaults:
-            return False
-        if g.__kwdefaults__ is not kwdefaults:
-            return False
-        return tuple(map(id, map(CELL_CONTENTS, g.__closure__))) == ids
-
-    return check
+def _pin(value: Any) -> Any:
+    """``value`` as a watch keeps it: weakly when it can be (so a rebound 8 GiB array or a
+    function is not kept alive by its own entry), else itself (numbers, strings, dicts)."""
+    try:
+        return weakref.ref(value)
+    except TypeError:
+        return _Strong(value)
 
 
-def _space_check(space: list[Any], hold: Callable[[Any], None]) -> Callable[[], bool]:
-    """Each name read from a namespace (module globals, a module or class ``__dict__``) is
-    bound to the same object, and no name that was missing has appeared."""
-    owner, attr, names, values = space
-    ref = weakref.ref(owner)
+class _Strong(tuple):
+    """A pinned value that takes no weak reference: called, it returns the value, as a
+    ``weakref.ref`` does."""
+
+    def __new__(cls, value: Any) -> _Strong:
+        return super().__new__(cls, (value,))
+
+    def __call__(self) -> Any:
+        return self[0]
+
+
+def _never(root: Any) -> bool:
+    return False
+
+
+_UNUSED: Any = object()  # defaults a function's code cannot use
+
+
+class _Watch:
+    """What a fingerprint read, to re-check by identity: each function's code, defaults and
+    closure cells (``funcs``), each name read from a namespace (``spaces``), values pinned
+    (``_pin``). Mergeable: a fingerprint watches what the fingerprints it hashed read."""
+
+    __slots__ = ("funcs", "spaces", "broken")
+
+    def __init__(self, trace: Trace) -> None:
+        # id(f) -> (ref, code, defaults, kwdefaults, pinned cell contents); the defaults a
+        # call cannot use are _UNUSED (not watched: swapping them changes nothing it does)
+        self.funcs: dict[int, tuple[Any, ...]] = {}
+        # (id(namespace) or id(owner), attr) -> (owner ref, attr, {name: pinned value})
+        self.spaces: dict[tuple[int, str], tuple[Any, str, dict[str, Any]]] = {}
+        self.broken = False  # two reads of one name saw two objects: never valid
+        for f in trace.funcs.values():
+            code = f.__code__
+            defaults = f.__defaults__ if code.co_argcount else _UNUSED
+            kwdefaults = f.__kwdefaults__ if code.co_kwonlyargcount else _UNUSED
+            cells = tuple(_pin(cell_value(cell)) for cell in f.__closure__ or ())
+            self.funcs[id(f)] = (weakref.ref(f), code, defaults, kwdefaults, cells)
+        for key, (owner, attr, names, values) in trace.spaces.items():
+            pins = {n: _pin(v) for n, v in zip(names, values, strict=True)}
+            self.spaces[key] = (weakref.ref(owner), attr, pins)
+
+    def merge(self, other: _Watch) -> None:
+        self.broken = self.broken or other.broken
+        for fid, func in other.funcs.items():
+            self.funcs.setdefault(fid, func)
+        for where, (ref, attr, pins) in other.spaces.items():
+            mine = self.spaces.setdefault(where, (ref, attr, {}))[2]
+            for name, pin in pins.items():
+                if name not in mine:
+                    mine[name] = pin
+                elif mine[name]() is not pin():  # rebound between the two traces
+                    self.broken = True
+
+    def compile(self, root: Any, hold: Callable[[Any], None]) -> Callable[[Any], bool]:
+        """One generated function of ``root`` (the fingerprinted function, which its caller
+        holds) comparing every identity: on the new-Node hit path that is one call of
+        attribute loads and ``is`` tests, with no closure per function."""
+        env: dict[str, Any] = {"__builtins__": {"id": id}}
+        lines: list[str] = []
+        alive: set[int] = set()  # owners dereferenced (and so checked alive) by then
+        for i, (ref, code, defaults, kwdefaults, cells) in enumerate(self.funcs.values()):
+            f = ref()
+            if f is None or self.broken:
+                return _never
+            alive.add(id(f))
+            env.update({f"c{i}": code, f"d{i}": defaults, f"k{i}": kwdefaults, f"r{i}": ref})
+            tests = [f"f{i}.__code__ is not c{i}"]
+            tests += [] if defaults is _UNUSED else [f"f{i}.__defaults__ is not d{i}"]
+            tests += [] if kwdefaults is _UNUSED else [f"f{i}.__kwdefaults__ is not k{i}"]
+            lines.append(f"f{i} = root" if f is root else f"f{i} = r{i}()")
+            for j, pin in enumerate(cells):
+                value = pin()
+                if value is None and type(pin) is not _Strong:
+                    return _never
+                hold(value)  # by identity: a cell may hold f itself, or 8 MiB it must not keep
+                tests.append(f"id(f{i}.__closure__[{j}].cell_contents) != {id(value)}")
+            lines.append(f"if {' or '.join(tests)}: return False")
+        for j, space in enumerate(self.spaces.values()):
+            check = _space_check(space, hold, alive, env, j)
+            if check is None:
+                return _never
+            lines.extend(check)
+        tags = [name for name in env if name.startswith("v")]  # verified tags, updated
+        lines = ([f"global {', '.join(tags)}"] if tags else []) + lines
+        body = "".join(f"    {line}\n" for line in lines)
+        source = f"def check(root):\n{body}    return True\n"
+        exec(compile(source, "<lazygraph fingerprint check>", "exec"), env)  # noqa: S102
+        return env.pop("check")  # popped: no cycle between the function and its globals
+
+
+def _space_check(
+    space: tuple[Any, str, dict[str, Any]],
+    hold: Callable[[Any], None],
+    alive: set[int],
+    env: dict[str, Any],
+    j: int,
+) -> list[str] | None:
+    """The lines checking one namespace: each name read is bound to the same object, no
+    name that was missing has appeared. None when an owner or a value has died."""
+    ref, attr, pins = space
+    owner = ref()
+    if owner is None:
+        return None
+    names, values = list(pins), [pin() for pin in pins.values()]
+    for pin, value in zip(pins.values(), values, strict=True):
+        if value is None and type(pin) is not _Strong:
+            return None
+        hold(value)
+    env[f"s{j}"] = _space_exact(ref, attr, names, values)
+    namespace = getattr(owner, attr)
+    versions = _dict_versions()
+    # The namespace must be alive before its version tag is read: its owner is checked
+    # first (a function's globals live as long as it does, a module's dict as the module).
+    guard = [] if id(owner) in alive else [f"if o{j}() is None: return False"]
+    env[f"o{j}"] = ref
+    if versions is None or type(namespace) is not dict:
+        return [f"if not s{j}(): return False"]
+    # The fast path: nothing was written to the namespace since it was last checked (the
+    # tag read first: a write during the exact check leaves the next check exact too).
+    env[f"t{j}"], env[f"v{j}"] = versions(namespace), -1
+    return [
+        *guard,
+        f"if t{j}.value != v{j}:",
+        f"    before = t{j}.value",
+        f"    if not s{j}(): return False",
+        f"    v{j} = before",
+    ]
+
+
+def _space_exact(ref: Any, attr: str, names: list[str], values: list[Any]) -> Callable[[], bool]:
+    """``getattr(ref(), attr)[name]`` is still each value; no missing name has appeared."""
     missing = frozenset(n for n, v in zip(names, values, strict=True) if v is UNBOUND)
     present = [(n, v) for n, v in zip(names, values, strict=True) if v is not UNBOUND]
-    # What can be weakly referenced (functions, arrays, frames, instances) by id, watched
-    # weakly: holding it would keep a rebound 8 GiB array alive, or a function alive
-    # through its own entry. The rest (numbers, strings, tuples, dicts) by identity, held.
-    weak = [(n, v) for n, v in present if _weakrefable(v)]
-    strong = [(n, v) for n, v in present if not _weakrefable(v)]
-    for _, value in weak:
-        hold(value)
-    same_code = _same_ids([n for n, _ in weak], tuple(id(v) for _, v in weak))
-    strong_get = _getter([n for n, _ in strong])
-    strong_values = tuple(v for _, v in strong)
-    size = [len(getattr(owner, attr))]  # names missing then are looked for once it grows
+    get = _getter([n for n, _ in present])
+    expected = tuple(id(v) for _, v in present)  # each held by the entry: ids stay unique
+    size = [len(getattr(ref(), attr))]  # names missing then are looked for once it grows
 
     def check() -> bool:
         ns = getattr(ref(), attr)
@@ -213,28 +324,9 @@ def _space_check(space: list[Any], hold: Callable[[Any], None]) -> Callable[[], 
             if missing and not ns.keys().isdisjoint(missing):
                 return False
             size[0] = len(ns)
-        if strong_values and not all(map(operator.is_, strong_get(ns), strong_values)):
-            return False
-        return same_code(ns)
+        return tuple(map(id, get(ns))) == expected
 
-    namespace = getattr(owner, attr)
-    versions = _dict_versions()
-    if versions is None or type(namespace) is not dict:
-        return check
-    # The fast path: nothing was written to the namespace since it was last checked.
-    tag, address, verified = versions(namespace), id(namespace), [-1]
-
-    def unchanged() -> bool:
-        ns = getattr(ref(), attr)  # the owner is alive, so is its namespace at ``address``
-        if id(ns) == address and tag.value == verified[0]:
-            return True
-        before = tag.value
-        if not check():
-            return False
-        verified[0] = before
-        return True
-
-    return unchanged
+    return check
 
 
 @functools.cache
@@ -268,20 +360,6 @@ def _dict_versions() -> Callable[[dict], Any] | None:
     return version
 
 
-def _same_ids(names: list[str], ids: tuple[int, ...]) -> Callable[[Any], bool]:
-    """``ns[name]`` still has the recorded id, for each name (a helper or two: no ``map``)."""
-    if not names:
-        return lambda ns: True
-    if len(names) == 1:
-        (one,), (expected,) = names, ids
-        return lambda ns: id(ns[one]) == expected
-    if len(names) == 2:
-        (a, b), (id_a, id_b) = names, ids
-        return lambda ns: id(ns[a]) == id_a and id(ns[b]) == id_b
-    get = operator.itemgetter(*names)
-    return lambda ns: tuple(map(id, get(ns))) == ids
-
-
 def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
     """``itemgetter`` that always returns a tuple (itemgetter of one name does not)."""
     if len(names) == 1:
@@ -290,36 +368,37 @@ def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
     return operator.itemgetter(*names) if names else (lambda ns: ())
 
 
-def _weakrefable(value: Any) -> bool:
-    try:
-        weakref.ref(value)
-    except TypeError:
-        return False
-    return True
+def rebound_names(entry: Any) -> list[str]:
+    """The names ``entry``'s fingerprint read that are bound to other objects now, and the
+    functions whose code or defaults changed in place (for a message: never raises)."""
+    names: list[str] = []
+    for ref, code, defaults, kwdefaults, _ in entry.watch.funcs.values():
+        f = ref()  # a dead one was rebound: its name is among the bindings below
+        if f is not None and (
+            f.__code__ is not code
+            or defaults is not _UNUSED and defaults is not f.__defaults__
+            or kwdefaults is not _UNUSED and kwdefaults is not f.__kwdefaults__
+        ):
+            names.append(f.__qualname__)
+    for ref, attr, pins in entry.watch.spaces.values():
+        owner = ref()
+        namespace = getattr(owner, attr, {}) if owner is not None else {}
+        for name, pin in pins.items():
+            if namespace.get(name, UNBOUND) is not pin():
+                names.append(name)
+    return list(dict.fromkeys(names))
 
 
-def _all(checks: list[Callable[[], bool]]) -> Callable[[], bool]:
-    if len(checks) == 1:
-        return checks[0]
-    if len(checks) == 2:
-        first, second = checks
-        return lambda: first() and second()
-    every = tuple(checks)
-
-    def check() -> bool:
-        for one in every:  # noqa: SIM110 - cheaper than all(genexpr) on the hit path
-            if not one():
-                return False
-        return True
-
-    return check
+#: What ``entry.check(func)`` raises when what it watches went: an owner died (a dead weak
+#: reference), a name was deleted, a closure cell emptied. Each means "not valid".
+CHECK_ERRORS = (AttributeError, KeyError, ValueError)
 
 
 def still_valid(entry: Any) -> bool:
     """True while everything the cached fingerprint in ``entry`` read is still bound as it was."""
     try:
-        return entry.valid and entry.check()
-    except (AttributeError, KeyError, ValueError):  # an owner died, a name or cell went
+        return entry.valid and entry.check(entry.ref())
+    except CHECK_ERRORS:
         return False
 
 
@@ -341,34 +420,41 @@ class _Cache:
     def get(self, func: Any, version: str | None) -> bytes:
         key = (id(func), version)
         entry = self._entries.get(key)
-        if entry is not None and entry.ref() is func and still_valid(entry):
-            return entry.fingerprint
-        active: dict[int, Any] = self._local.__dict__.setdefault("active", {})
-        if id(func) in active:
-            # Reached again while being fingerprinted (a cycle through data, e.g. a closure
-            # holding a list of functions): count it by name; the outer call covers its code.
-            self._local.cuts = getattr(self._local, "cuts", 0) + 1
-            return tagged_digest(b"c", ident(func).encode(), version)
-        cuts = getattr(self._local, "cuts", 0)
-        active[id(func)] = func
-        try:
-            trace = Trace(version, code_fingerprint=function_fingerprint)
-            fingerprint = trace.fingerprint(func)
-        finally:
-            del active[id(func)]
-        trace.warn_unhashed(func)
-        if getattr(self._local, "cuts", 0) == cuts:  # a cut result depends on call order
-            self._store(key, func, _Entry(trace, fingerprint))
-        return fingerprint
+        local = self._local.__dict__
+        if entry is None or entry.ref() is not func or not still_valid(entry):
+            active: dict[int, Any] = local.setdefault("active", {})
+            if id(func) in active:
+                # Reached again while being fingerprinted (a cycle through data, e.g. a
+                # closure holding a list of functions): count it by name; the outer call
+                # covers its code.
+                local["cuts"] = local.get("cuts", 0) + 1
+                return tagged_digest(b"c", ident(func).encode(), version)
+            cuts, outer = local.get("cuts", 0), local.get("reached")
+            reached = local["reached"] = []  # the fingerprints this trace's values reach
+            active[id(func)] = func
+            try:
+                trace = Trace(version, code_fingerprint=function_fingerprint)
+                fingerprint = trace.fingerprint(func)
+            finally:
+                del active[id(func)]
+                local["reached"] = outer
+            trace.warn_unhashed(func)
+            if local.get("cuts", 0) != cuts:  # a cut result depends on call order
+                return fingerprint  # and its callers are cut too: none of them is kept
+            entry = _Entry(func, trace, fingerprint, reached)
+            self._store(key, func, entry)
+        tracing = local.get("reached")
+        if tracing is not None:  # fingerprinted while tracing another function's values
+            tracing.append(entry)
+        return entry.fingerprint
 
     def _store(self, key: tuple[int, str | None], func: Any, entry: _Entry) -> None:
-        if not still_valid(entry):
-            return  # rebound by another thread while it was traced: do not trust it later
         try:
             entry.ref = weakref.ref(func, functools.partial(self._drop, key))
         except TypeError:  # pragma: no cover - functions and classes are weak-referenceable
             return
-        self._entries[key] = entry
+        if still_valid(entry):  # else rebound by another thread while it was traced
+            self._entries[key] = entry
 
     def _drop(self, key: tuple[int, str | None], ref: Any) -> None:
         entry = self._entries.get(key)

@@ -24,16 +24,15 @@ True
 from __future__ import annotations
 
 import threading
-import warnings
 import weakref
 from typing import Any
 
 from .hashing import content_hash
+from .redefinitions import kept_old_result
 from .store.base import MISSING
 
 __all__ = [
     "BACKDATED",
-    "OutdatedDefinitionWarning",
     "Verifier",
     "backdate",
     "begin_pull",
@@ -45,12 +44,8 @@ __all__ = [
     "mark_stale",
     "new_revision",
     "same_as_before",
-    "note_definition",
-    "outdated",
-    "outdated_name",
     "refresh_watched",
     "wait_for_pulls",
-    "warn_outdated",
     "watch",
     "watched",
     "why",
@@ -101,74 +96,6 @@ def refresh_watched() -> None:
         source = ref()
         if source is not None:
             source.refresh()
-
-
-# -- redefinitions (S3.9) --------------------------------------------------------------------
-
-# Functions of @node factories that a newer definition of the same name replaced (a notebook
-# cell run again with other code): id -> (weak reference, name). Process-wide like the
-# revision (functions belong to no session); empty outside notebooks, so a pull pays one
-# truth test.
-outdated: dict[int, tuple[Any, str]] = {}
-_definitions: dict[tuple[str, str, str], Any] = {}  # (module, qualname, name) -> weak ref
-_warned: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def note_definition(func: Any, name: str) -> None:
-    """Record ``func`` as the newest definition of ``name``; the one it replaces, if its
-    code differs, is *outdated* (nodes built from it warn when computed)."""
-    qualname = getattr(func, "__qualname__", "")
-    if "<locals>" in qualname:  # made by a call (a loop, a test): not a redefinition
-        return
-    ident = (getattr(func, "__module__", None) or "", qualname, name)
-    try:
-        ref = weakref.ref(func)
-    except TypeError:
-        return
-    previous = _definitions.get(ident)
-    _definitions[ident] = ref
-    old = previous() if previous is not None else None
-    if old is None or old is func:
-        return
-    if getattr(old, "__code__", None) == getattr(func, "__code__", None):
-        return  # the same cell run again unchanged: its nodes compute what the new one would
-    key = id(old)
-
-    def drop(dead: Any) -> None:
-        if outdated.get(key, (None,))[0] is dead:
-            del outdated[key]
-
-    outdated[key] = (weakref.ref(old, drop), name)
-
-
-def outdated_name(n: Any) -> str | None:
-    """The name whose newer definition ``n``'s function was replaced by, else None."""
-    found = outdated.get(id(n.func))
-    if found is None or found[0]() is not n.func:
-        return None
-    return found[1]
-
-
-def warn_outdated(nodes: Any) -> None:
-    """Warn once per node built from a replaced definition (a notebook cell run again).
-
-    Called by a pull with the nodes it looked at, only while ``outdated`` is not empty.
-    """
-    for n in nodes:
-        name = outdated_name(n)
-        if name is None or n in _warned:
-            continue
-        _warned.add(n)
-        warnings.warn(
-            f"{name}: this node was built from an older definition of `{name}`; rebuild "
-            "the graph to use the new one (its result is the old code's)",
-            OutdatedDefinitionWarning,
-            stacklevel=4,
-        )
-
-
-class OutdatedDefinitionWarning(UserWarning):
-    """A node built from a function that has since been redefined was computed."""
 
 
 def input_value(value: Any) -> Any:
@@ -356,6 +283,8 @@ def backdate(n: Any, store: Any) -> Any:
     verified_at = n._verified_at
     if verified_at < 0 or n.options._code_changed_at > verified_at:
         return MISSING  # never verified (no baseline to compare with), or code changed
+    if kept_old_result(n):
+        return MISSING  # its last result was kept from replaced code (S3.9): not a baseline
     for d in n.deps:  # noqa: SIM110 - a loop: cheaper than any(genexpr), once per stale node
         if changed_since(d, verified_at):
             return MISSING
@@ -425,7 +354,7 @@ def why(n: Any, changed: bool) -> str:
     if n.func is input_value:
         return "changed" if changed else "unchanged"
     verified_at = n._verified_at
-    if n.options._code_changed_at > verified_at:
+    if n.options._code_changed_at > verified_at or kept_old_result(n):
         reason = "code changed"
     else:
         names = [d.name for d in n.deps if changed_since(d, verified_at)]

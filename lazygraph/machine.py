@@ -53,9 +53,24 @@ def usable_memory(*, root: str = "/") -> int:
     >>> 0 < usable_memory() <= psutil.virtual_memory().total
     True
     """
-    total = int(psutil.virtual_memory().total)
+    total = _total_memory()
     limit = cgroup_memory_limit(root=root)
     return total if limit is None else min(total, limit)
+
+
+def _total_memory() -> int:
+    """The machine's RAM: psutil's ``total`` (MemTotal), read without parsing /proc/meminfo."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system that reports it
+        return int(psutil.virtual_memory().total)
+
+
+def _read_text(path: Path | str) -> str:
+    # Binary, then decoded: a text-mode open looks up the locale's encoding first (this
+    # runs in every new process's first Session).
+    with open(path, "rb") as f:
+        return f.read().decode()
 
 
 def cgroup_memory_limit(*, root: str = "/") -> int | None:
@@ -89,7 +104,7 @@ def _join(root: str, absolute: str) -> Path:
 def _read_memberships(root: str) -> dict[str, str]:
     """Map "v1"/"v2" to the process's memory cgroup path, from /proc/self/cgroup."""
     found: dict[str, str] = {}
-    text = _join(root, "/proc/self/cgroup").read_text()
+    text = _read_text(_join(root, "/proc/self/cgroup"))
     for line in text.splitlines():
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
@@ -103,7 +118,7 @@ def _read_memberships(root: str) -> dict[str, str]:
 def _cgroup_mounts(root: str) -> Iterator[tuple[str, str, str]]:
     """Yield (version, mount root, mount point) of cgroup mounts; conventional ones if unknown."""
     try:
-        lines = _join(root, "/proc/self/mountinfo").read_text().splitlines()
+        lines = _read_text(_join(root, "/proc/self/mountinfo")).splitlines()
     except OSError:
         yield "v1", "/", "/sys/fs/cgroup/memory"
         yield "v2", "/", "/sys/fs/cgroup"
@@ -152,7 +167,7 @@ def _limits_up_to(start: Path, top: Path, version: str) -> Iterator[int]:
 
 def _read_limit(path: Path) -> int | None:
     try:
-        text = path.read_text().strip()
+        text = _read_text(path).strip()
     except OSError:
         return None
     if text in ("", "max"):

@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .node import Node, node
+from .node import Node, NodeFactory, node
 from .session import Session
 
 __all__ = ["MEMORY_ONLY", "Memory", "MemorizedFunc"]
@@ -47,6 +48,9 @@ MEMORY_ONLY = ":memory:"
 # compresses nor memory-maps on demand); accepted so that ported code keeps running.
 _JOBLIB_ONLY = ("verbose", "mmap_mode", "compress", "backend", "backend_options",
                 "bytes_limit", "cache_validation_callback")
+
+#: Node factories a Memory keeps for reuse (each holds its function alive): the oldest goes.
+MAX_FACTORIES = 128
 
 
 class Memory:
@@ -74,6 +78,8 @@ class Memory:
         if self._path is not None:
             session_options["cache_dir"] = self._path
         self.session = Session(**session_options)
+        self._factories: dict[tuple[int, tuple[str, ...]], NodeFactory[..., Any]] = {}
+        self._factories_lock = threading.Lock()
 
     def cache(
         self,
@@ -95,6 +101,25 @@ class Memory:
         if isinstance(func, MemorizedFunc):  # joblib: caching a cached function is a no-op
             return func
         return MemorizedFunc(func, memory=self, ignore=() if ignore is None else ignore)
+
+    def _factory(self, func: Callable[..., Any], ignore: tuple[str, ...]) -> NodeFactory[..., Any]:
+        """The node factory of ``func`` with ``ignore``, built once and reused.
+
+        scikit-learn's ``Pipeline`` calls ``cache()`` on every fit: reading the signature and
+        checking the options each time would cost more than a cache hit itself. Entries are
+        keyed by the function's identity (held alive by the factory, so the id stays its
+        own), at most ``MAX_FACTORIES`` of them.
+        """
+        key = (id(func), ignore)
+        made = self._factories.get(key)
+        if made is not None and made.func is func:
+            return made
+        made = node(ignore=ignore)(func)
+        with self._factories_lock:
+            if len(self._factories) >= MAX_FACTORIES:
+                del self._factories[next(iter(self._factories))]
+            self._factories[key] = made
+        return made
 
     def clear(self, warn: bool = True) -> None:
         """Drop every cached result, in memory and under ``location``."""
@@ -139,7 +164,7 @@ class MemorizedFunc:
         self.func = func
         self.memory = memory
         self.ignore = list(ignore)
-        self._factory = node(ignore=self.ignore)(func)
+        self._factory = memory._factory(func, tuple(self.ignore))
         functools.update_wrapper(self, func)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

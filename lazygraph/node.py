@@ -33,16 +33,17 @@ from .display import show
 from .errors import CycleError
 from .graph import path_to, walk
 from .hashing import register_encoder, token_header
-from .incremental import graph_lock, mark_stale, new_revision, note_definition, wait_for_pulls
+from .incremental import graph_lock, mark_stale, new_revision, wait_for_pulls
 from .incremental import input_value as _input_value
-from .incremental import outdated as _outdated
 from .incremental import watched as _watched
 from .keys import resolve_keys
-from .node_ops import BindsLikeAMethod, NodeOps
+from .node_ops import BindsLikeAMethod, NodeOps, call_method
 from .options import NodeOptions, checked_options
+from .redefinitions import note_definition
+from .redefinitions import outdated as _outdated
 from .store.base import MISSING as _MISSING
 
-__all__ = ["Node", "Input", "NodeOptions", "NodeFactory", "node"]
+__all__ = ["AttributeNode", "Node", "Input", "NodeOptions", "NodeFactory", "node"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -228,9 +229,29 @@ class Node(NodeOps):
     def _derive(self, func: Callable[..., Any], args: tuple[Any, ...], label: str) -> Node:
         return Node(func, args, {}, _derived_options(label))
 
+    def _attribute(self, name: str) -> AttributeNode:
+        return AttributeNode(getattr, (self, name), {}, _derived_options(f".{name}"))
+
     def __repr__(self) -> str:
         key = self._key.hex()[:12] if self._key is not None else "?"
         return f"<Node {self.name} key={key} deps={len(self.deps)}>"
+
+
+class AttributeNode(Node):
+    """``node.lazy.name``: ``getattr(value, name)`` as a Node; calling it builds a method call.
+
+    >>> import lazygraph
+    >>> text = lazygraph.Input("a,b", name="text")
+    >>> with lazygraph.Session(progress=False):
+    ...     text.lazy.split(",").compute()
+    ['a', 'b']
+    """
+
+    __slots__ = ()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Node:
+        owner, name = self.args
+        return Node(call_method, (owner, name, *args), kwargs, _derived_options(f".{name}()"))
 
 
 class Input(Node):

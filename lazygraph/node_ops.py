@@ -8,9 +8,11 @@ partials and callable instances. Does not cover: building Nodes (``node``: the m
 ``self._derive`` for each new Node), keys or running.
 
 ``==`` and ``!=`` are not lazy: Nodes compare and hash by identity, so they stay usable as
-dict keys. Lazy attributes (dask's ``node.attr``, ``node.method(...)``) are left out on
-purpose: a ``__getattr__`` on Node makes CPython (3.11-3.13) give up its specialized
-attribute loads for every Node attribute read, which slowed a fresh pull by ~19 % per node.
+dict keys. Lazy attributes are spelled ``node.lazy.attr`` and ``node.lazy.method(...)``
+(``LazyAccess``), not dask's bare ``node.attr``: a ``__getattr__`` on Node itself makes
+CPython 3.11 give up its specialized attribute loads for every Node attribute read — the
+scheduler reads ~29 per node of a fresh pull, which measured +14-19 % per node
+(``benchmarks/compare.py``). The accessor is its own small class, so that cost stays there.
 
 >>> import functools
 >>> readable_name(functools.partial(readable_name, 1))
@@ -27,6 +29,8 @@ from typing import Any, NoReturn
 __all__ = [
     "BindsLikeAMethod",
     "BoundNodeFactory",
+    "LazyAccess",
+    "call_method",
     "NodeOps",
     "checked_nout",
     "readable_name",
@@ -51,6 +55,24 @@ class NodeOps:
         label: str,
     ) -> Any:
         raise NotImplementedError  # Node implements it
+
+    def _attribute(self, name: str) -> Any:
+        raise NotImplementedError  # Node implements it
+
+    @property
+    def lazy(self) -> LazyAccess:
+        """Lazy attribute and method access: ``node.lazy.attr``, ``node.lazy.method(...)``.
+
+        Each returns a new Node, as dask's ``delayed.attr`` does; nothing runs.
+
+        >>> import lazygraph
+        >>> words = lazygraph.Input("a b c", name="words")
+        >>> parts = words.lazy.split(" ")
+        >>> with lazygraph.Session(progress=False):
+        ...     parts.compute(), words.lazy.upper().compute()
+        (['a', 'b', 'c'], 'A B C')
+        """
+        return LazyAccess(self)
 
     def __getitem__(self, key: Any) -> Any:
         return self._derive(operator.getitem, (self, key), f"[{_clip(repr(key))}]")
@@ -115,6 +137,40 @@ _UNARY: dict[str, Callable[[Any], Any]] = {
 }
 for _name, _op1 in _UNARY.items():
     setattr(NodeOps, f"__{_name}__", _unary(_op1, _name))
+
+
+class LazyAccess:
+    """What ``node.lazy`` returns: ``.attr`` builds ``getattr(value, "attr")`` as a Node.
+
+    The Node it builds (an ``AttributeNode``) can itself be called (``node.lazy.mean(axis=0)``):
+    the call builds one Node that calls the method on the value, so a bound method is never
+    a result.
+    """
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):  # copy/pickle/IPython probes
+            raise AttributeError(name)
+        return self._node._attribute(name)
+
+    def __dir__(self) -> list[str]:
+        return []  # the attributes are those of a value not yet computed
+
+    def __repr__(self) -> str:
+        return f"<lazy attributes of {self._node!r}>"
+
+
+def call_method(obj: Any, name: str, /, *args: Any, **kwargs: Any) -> Any:
+    """``obj.name(*args, **kwargs)``: what ``node.lazy.name(...)`` runs.
+
+    >>> call_method("a-b", "split", "-")
+    ['a', 'b']
+    """
+    return getattr(obj, name)(*args, **kwargs)
 
 
 class BoundNodeFactory:

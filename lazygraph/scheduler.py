@@ -42,7 +42,7 @@ from .incremental import (
     same_as_before,
     why,
 )
-from .keys import resolve_keys
+from .keys import refresh_redefined, resolve_keys
 from .node import Node
 from .progress import Progress
 from .record import Outcome, Record
@@ -103,6 +103,7 @@ class Pull:
         begin_pull()  # until results() or release_all_claims(): Input.set() waits
         self._started_alone = self.claims.pull_started()
         try:
+            refresh_redefined(roots, cached=self.store.location)  # S3.9, before keys are used
             resolve_keys(roots)
             # after resolve_keys: a code change it noticed started a new revision
             self.revision = self.books.revision = current_revision()

@@ -29,10 +29,12 @@ from .config import Config
 from .display import show
 from .errors import LazyGraphError
 from .executors import make_executor
-from .incremental import outdated, refresh_watched, warn_outdated, watched
-from .keys import key_one
+from .fingerprint import suspect
+from .incremental import refresh_watched, watched
+from .keys import key_one, needs_refresh
 from .node import Node
 from .pressure import MemoryMonitor
+from .redefinitions import outdated, warn_outdated
 from .scheduler import Pull
 from .store.base import MISSING
 from .store.store import Stats, Store
@@ -53,7 +55,8 @@ class Session:
     Options (all optional, also from ``LAZYGRAPH_<NAME>`` environment variables):
     ``memory_limit``, ``rss_limit``, ``min_available``, ``cuda_limit``, ``spill``,
     ``spill_threshold``, ``cache_dir``, ``persist``, ``disk_limit``, ``cluster_limit``,
-    ``executor``, ``workers``, ``progress``, ``freeze``. See ``lazygraph.config.Config``.
+    ``executor``, ``workers``, ``progress``, ``freeze``, ``redefined``. See
+    ``lazygraph.config.Config``.
 
     >>> import lazygraph
     >>> with lazygraph.Session(memory_limit="1GB", progress=False) as session:
@@ -89,9 +92,10 @@ class Session:
         for n in nodes:
             if not isinstance(n, Node):
                 raise TypeError(f"compute() expects Nodes (got {type(n).__name__}: {n!r:.60})")
-        self._ensure_monitor()
         pull = Pull(self, nodes, find=self._plan_lookup(executor, nodes))
         try:
+            if pull.order or not _loaded_from_files(pull):
+                self._ensure_monitor()
             if pull.order:
                 self._executor(executor).run(pull)
             results = pull.results()
@@ -121,6 +125,8 @@ class Session:
             key_one(n)
             key = n._key
             assert key is not None
+        elif suspect and needs_refresh(n):  # S3.9: keyed with a since redefined helper:
+            return MISSING  # the full pull warns or re-keys
         value = self.store.memory_hit(key)
         if value is not MISSING:
             n._last_pull = "memory"
@@ -167,6 +173,13 @@ class Session:
             root._last_pull = pull
 
     def _ensure_monitor(self) -> None:
+        """Start the memory monitor (S5.4), at the first pull that may leave the store
+        holding memory it could shed: one that runs nodes, or finds results in memory.
+
+        A pull whose every result was loaded from a file (spill or ``cache_dir``) adds only
+        weak references to the store, nothing the monitor could evict, so it starts no
+        thread: a new process's first hit then costs as much as joblib.Memory's (issue 17).
+        """
         if self._monitor is None:
             with _lock:
                 if self._monitor is None:
@@ -273,6 +286,24 @@ def compute(*args: Any, executor: Any = None) -> tuple[Any, ...]:
     nodes, _ = find_deps(args, {}, kind=Node)
     values = dict(zip(nodes, session.compute(*nodes, executor=executor), strict=True))
     return tuple(substitute(a, values.__getitem__, kind=Node) for a in args)
+
+
+def _loaded_from_files(pull: Any) -> bool:
+    """True when ``pull`` (planned, nothing run) found every node in a file tier.
+
+    >>> from types import SimpleNamespace as Planned
+    >>> loaded = Planned(record=Planned(log=[(None, "hit", "disk"), (None, "hit", "spilled")]))
+    >>> _loaded_from_files(loaded)
+    True
+    >>> _loaded_from_files(Planned(record=Planned(log=[(None, "hit", "weak")])))
+    False
+    """
+    return all(type(item) is tuple and item[2] in _FILE_HITS for item in pull.record.log)
+
+
+# Where Store.find says a result it loaded from a file came from (store.demote.reload): the
+# store then holds it weakly only.
+_FILE_HITS = frozenset({"disk", "spilled"})
 
 
 context.set_session_factory(Session)

@@ -81,6 +81,23 @@ def test_directory_owned_by_another_user_is_refused(tmp_path: Path):
     assert "chown" in str(caught.value)
 
 
+def test_links_with_dot_and_dotdot_are_walked_as_the_kernel_walks_them(tmp_path: Path):
+    """The ancestor walk follows "." and ".." inside link targets: a link whose target
+    climbs back through a world-writable directory (no sticky bit) is refused; one that
+    only passes through private directories is followed."""
+    (tmp_path / "private").mkdir(mode=0o700)
+    (tmp_path / "open").mkdir()
+    (tmp_path / "open").chmod(0o777)
+    (tmp_path / "private" / "real").mkdir(mode=0o700)
+    (tmp_path / "safe").symlink_to("./private/../private/./real/")
+    (tmp_path / "unsafe").symlink_to("private/../open/.")
+    assert ensure_private_dir(tmp_path / "safe" / "cache") == tmp_path / "safe" / "cache"
+    assert (tmp_path / "private" / "real" / "cache").is_dir()
+    with pytest.raises(CacheSecurityError, match=f"below {tmp_path / 'open'}, which other"):
+        ensure_private_dir(tmp_path / "unsafe" / "cache")
+    assert os.listdir(tmp_path / "open") == []
+
+
 def test_a_file_is_not_a_cache_directory(tmp_path: Path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="must be a directory"):

@@ -234,3 +234,40 @@ def test_acquire_times_out(tmp_path):
     finally:
         first.close()
         second.close()
+
+
+def _make(n: int) -> list[int]:
+    return list(range(n))
+
+
+def test_a_session_that_only_loads_entries_makes_no_lock_directory(tmp_path):
+    """Locks are for computing: a new process's cache hit takes none, and makes no
+    ``.locks`` directory (issue 17: that mkdir was a tenth of the hit); a compute makes it."""
+    import lazygraph
+
+    make = lazygraph.node(_make)
+    cache = tmp_path / "cache"
+    with lazygraph.Session(cache_dir=cache, progress=False) as first:
+        first.compute(make(3))
+    os.rmdir(cache / LOCK_DIR)  # empty: the lock went with the entry written
+    with lazygraph.Session(cache_dir=cache, progress=False) as second:
+        assert second.compute(make(3)) == ([0, 1, 2],)
+        assert not (cache / LOCK_DIR).exists()
+        assert second.compute(make(4)) == ([0, 1, 2, 3],)
+        assert (cache / LOCK_DIR).is_dir()
+        second.flush()  # the lock goes once the entry is written
+        assert os.listdir(cache / LOCK_DIR) == []
+
+
+def test_a_cache_dir_whose_lock_directory_cannot_be_made_computes_unlocked(tmp_path, caplog):
+    import lazygraph
+
+    make = lazygraph.node(_make)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    (cache / LOCK_DIR).write_text("not a directory")
+    with lazygraph.Session(cache_dir=cache, progress=False) as session:
+        assert session.compute(make(2)) == ([0, 1],)
+    assert "computing without the cross-process lock" in caplog.text
+    with lazygraph.Session(cache_dir=cache, progress=False) as again:
+        assert again.compute(make(2)) == ([0, 1],)  # persisted all the same

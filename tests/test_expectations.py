@@ -8,6 +8,7 @@ before issue 16. Hangs are bounded by ``pytest.mark.timeout``.
 from __future__ import annotations
 
 import collections
+import copy
 import functools
 import pickle
 import threading
@@ -378,6 +379,43 @@ def test_nout_unpacks_and_truthiness_is_refused(session):
     with pytest.raises(TypeError):
         np.asarray(n)
     assert "<Node" in repr(n)
+
+
+@node
+def grid(n):
+    return np.arange(n * 3.0).reshape(n, 3)
+
+
+def test_lazy_attributes_and_methods_are_nodes(session):
+    g = grid(4)
+    shape, means = g.lazy.shape, g.lazy.mean(axis=0)
+    assert isinstance(shape, lazygraph.Node) and isinstance(means, lazygraph.Node)
+    assert session.stats().computes == 0  # building them ran nothing
+    assert shape.compute() == (4, 3)
+    np.testing.assert_array_equal(means.compute(), [4.5, 5.5, 6.5])
+    assert g.lazy.T.lazy.sum().compute() == 66.0  # chains
+    # equal builds are one key: a re-run cell hits and returns the very object
+    again = grid(4).lazy.mean(axis=0)
+    assert again.key == means.key and again.compute() is means.compute()
+    assert grid(4).lazy.mean(axis=1).key != means.key  # the arguments are in the key
+    assert session.stats().computes == 5  # grid, .shape, .mean(), .T, .sum(): once each
+    with pytest.raises(AttributeError, match="nope"):
+        g.lazy.nope.compute()  # the value's own error type, as computing it raises
+
+
+def test_lazy_access_answers_python_probes_plainly(session):
+    probe = grid(2).lazy
+    assert not hasattr(probe, "__array__") and dir(probe) == []
+    assert copy.copy(probe) is not None  # no lazy "__reduce_ex__" Node in the way
+    assert "lazy attributes" in repr(probe)
+
+
+def test_node_keeps_plain_attribute_loads():
+    # A __getattr__ on Node would cost every attribute read of every pull (node_ops).
+    assert not any("__getattr__" in vars(k) for k in lazygraph.Node.__mro__)
+    assert lazygraph.Node.__getattribute__ is object.__getattribute__
+    with pytest.raises(AttributeError):
+        grid(2).shape  # noqa: B018 - plain Nodes have no lazy attributes
 
 
 def scale(factor, x):

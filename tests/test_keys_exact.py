@@ -125,6 +125,17 @@ CASES: dict[str, Case] = {
         ["def a(v):\n    return v + 1\n\ndef b(v):\n    return v * 2\n\nSTEPS = (a, b)"],
         "for step in STEPS:\n    x = step(x)\nreturn x",
         change=(0, "def a(v):\n    return v + 1\n\ndef b(v):\n    return v * 3\n\nSTEPS = (a, b)")),
+    # -- what a helper reached through a value reads: its fingerprint is in f's key
+    "dispatch_helper_reads_a_global": Case(
+        ["K = 1", 'def inc(v):\n    return v + K\n\nOPS = {"inc": inc}'],
+        'return OPS["inc"](x)', change=(0, "K = 5")),
+    "partial_helper_reads_a_global": Case(
+        ["K = 1", "import functools\ndef mul(a, b):\n    return a * b + K\n"
+                  "SCALE = functools.partial(mul, 2)"],
+        "return SCALE(x)", change=(0, "K = 5")),
+    "callable_instance_reads_a_global": Case(
+        ["K = 1", _CALLABLE.replace("v * self.k", "v * self.k + K") + "\nM = Mul(2)"],
+        "return M(x)", change=(0, "K = 5")),
     "method_of_user_class": Case(
         ["class Scaler:\n    def apply(self, v):\n        return v * 2"],
         "return Scaler().apply(x)",
@@ -257,6 +268,18 @@ def test_in_one_session(name, tmp_path, monkeypatch):
     else:
         assert _runs(log) == runs_before + 1, f"{name}: a change the function sees was a hit"
         assert second == truth != first
+
+
+def test_a_helper_in_a_dispatch_table_patched_in_place_is_seen():
+    """IPython's %autoreload patches the functions of an edited module in place
+    (``old.__code__ = new.__code__``): a table built from one of them is the same dict."""
+    ns = {"__name__": "notebook_cell"}
+    exec('def inc(v):\n    return v + 1\n\nOPS = {"inc": inc}\n\n'
+         'def f(x):\n    return OPS["inc"](x)\n', ns)
+    factory = lazygraph.node(ns["f"])
+    before = factory(1).key
+    ns["inc"].__code__ = (lambda v: v + 10).__code__
+    assert factory(1).key != before
 
 
 # -- two processes sharing a cache_dir ------------------------------------------------------

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import collections
 import copy
+import gc
+import importlib
 import pickle
 import subprocess
 import sys
 import textwrap
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +83,19 @@ def test_ignore_leaves_arguments_out_of_the_key(memory: Any) -> None:
     assert CALLS["noisy"] == 1
     f(2, verbose=True)
     assert CALLS["noisy"] == 2
+
+
+def test_one_function_cached_with_and_without_ignore(memory: Any) -> None:
+    quiet = memory.cache(noisy, ignore=["verbose"])
+    quiet(1)
+    quiet(1, verbose=True)
+    assert CALLS["noisy"] == 1
+    plain = memory.cache(noisy)  # its key holds verbose: neither call above is its result
+    plain(1)
+    plain(1, verbose=True)
+    assert CALLS["noisy"] == 3
+    assert memory.cache(noisy)(1, verbose=True) == [1, 1]
+    assert CALLS["noisy"] == 3
 
 
 def test_func_clear_and_memory_clear_force_recomputes(memory: Any) -> None:
@@ -168,6 +184,25 @@ def test_in_memory_results_are_the_very_objects() -> None:
         memory.close()
 
 
+def test_cache_keeps_a_bounded_number_of_functions_alive() -> None:
+    # cache() reuses a node factory per function (Pipeline calls it on every fit); the
+    # factories it keeps hold their functions, so there is a bound.
+    from lazygraph.memo import MAX_FACTORIES
+
+    memory = lazygraph.Memory()
+    try:
+        first = memory.cache(lambda x: [x])
+        assert first(1) == [1]
+        gone = weakref.ref(first.func)
+        del first
+        for i in range(MAX_FACTORIES):
+            memory.cache(lambda x, i=i: [x, i])(1)
+        gc.collect()
+        assert gone() is None
+    finally:
+        memory.close()
+
+
 def test_copies_share_the_cache_and_pickles_keep_the_location(tmp_path: Path) -> None:
     memory = lazygraph.Memory(tmp_path / "c")
     try:
@@ -224,12 +259,76 @@ def test_pipeline_fits_each_transformer_setting_once_across_a_grid(
         grid = {"select__k": [16, 32], "svc__C": [0.1, 1.0, 10.0]}
         search = GridSearchCV(pipe, grid, cv=3).fit(X, y)
         # 2 settings x 3 folds, then the refit on all of X: not 2 x 3 x 3 + 1.
-        assert sorted(FITS) == [16] * 3 + [32] * 3 + [search.best_params_["select__k"]]
+        fits = [16] * 3 + [32] * 3 + [search.best_params_["select__k"]]
+        assert sorted(FITS) == sorted(fits)
+        again = GridSearchCV(pipe, grid, cv=3).fit(X, y)  # warm: no transformer is fitted
+        assert sorted(FITS) == sorted(fits)
         plain = GridSearchCV(Pipeline(pipe.steps), grid, cv=3).fit(X, y)
-        assert np.array_equal(search.cv_results_["mean_test_score"],
-                              plain.cv_results_["mean_test_score"])
+        for other in (again, plain):
+            assert other.best_params_ == search.best_params_
+            assert np.array_equal(other.cv_results_["mean_test_score"],
+                                  search.cv_results_["mean_test_score"])
     finally:
         memory.close()
+
+
+def fit_transform(transformer: Any, X: Any) -> Any:
+    return transformer.fit(X).transform(X)
+
+
+def test_an_estimator_keys_by_its_parameters_attributes_and_data(memory: Any) -> None:
+    X = _digits()[0]
+    f = memory.cache(fit_transform)
+    FITS.clear()
+    f(CountingSelect(k=2), X)
+    f(CountingSelect(k=2), X.copy())
+    assert FITS == [2]
+    f(CountingSelect(k=3), X)
+    changed = X.copy()
+    changed[0, 0] += 1.0
+    f(CountingSelect(k=2), changed)
+    assert FITS == [2, 3, 2]
+    extra = CountingSelect(k=2)
+    extra.note = "set beyond the parameters"  # a method could read it: part of the key
+    f(extra, X)
+    assert FITS == [2, 3, 2, 2]
+
+
+_SCALE = """
+from sklearn.base import BaseEstimator, TransformerMixin
+
+
+class Scale(BaseEstimator, TransformerMixin):
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return X * {factor}
+"""
+
+
+def test_editing_a_transformer_class_fits_again(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # A notebook user edits a transformer's code and re-runs: the class has the same name
+    # and the estimator the same parameters, but the result must follow the new code.
+    module = tmp_path / "edited_scale.py"
+    module.write_text(_SCALE.format(factor=2))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # an edit within the second
+    import edited_scale
+
+    X = np.arange(6.0).reshape(3, 2)
+    memory = lazygraph.Memory()
+    try:
+        pipe = make_pipeline(edited_scale.Scale(), "passthrough", memory=memory)
+        assert np.array_equal(pipe.fit_transform(X), X * 2)
+        module.write_text(_SCALE.format(factor=3))
+        importlib.reload(edited_scale)
+        pipe = make_pipeline(edited_scale.Scale(), "passthrough", memory=memory)
+        assert np.array_equal(pipe.fit_transform(X), X * 3)
+    finally:
+        memory.close()
+        sys.modules.pop("edited_scale", None)
 
 
 def test_make_pipeline_accepts_memory() -> None:

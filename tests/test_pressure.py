@@ -282,3 +282,31 @@ def test_store_evict_returns_minus_one_when_a_write_cannot_finish_in_time(tmp_pa
         assert store.location(b"k" * 16) == "spilled"
     finally:
         store.close()
+
+
+def test_a_pull_that_only_loads_persisted_results_starts_no_monitor(tmp_path) -> None:
+    """A new process's first hit (issue 17): every result comes from cache_dir, which the
+    store holds weakly only, so there is nothing to shed and no thread is started; the
+    first pull that runs a node starts it."""
+    import lazygraph
+
+    calls: list[int] = []
+
+    @lazygraph.node
+    def make(n: int) -> np.ndarray:
+        calls.append(n)
+        return np.arange(n, dtype=np.float64)
+
+    cache = tmp_path / "cache"
+    with lazygraph.Session(cache_dir=cache, progress=False) as first:
+        first.compute(make(10_000))
+    with lazygraph.Session(cache_dir=cache, progress=False) as second:
+        node = make(10_000)
+        (value,) = second.compute(node)
+        assert calls == [10_000] and value[-1] == 9_999  # loaded, not run again
+        assert [what for _, *what in second.history[-1].record] == [["hit", "disk"]]
+        assert monitor_threads() == []
+        second.compute(make(5))
+        assert calls == [10_000, 5]
+        assert len(monitor_threads()) == 1
+    assert monitor_threads() == []

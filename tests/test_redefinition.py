@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import lazygraph
-from lazygraph.incremental import OutdatedDefinitionWarning
+from lazygraph import OutdatedDefinitionWarning
 
 
 def _cell(ns: dict[str, Any], code: str) -> None:

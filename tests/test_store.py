@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import collections
 import gc
 import threading
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,8 +14,13 @@ import pytest
 
 import lazygraph
 from lazygraph import Session, node
+from lazygraph.config import Config
+from lazygraph.store import lookup as lookup_module
+from lazygraph.store import store as store_module
 from lazygraph.store.base import ENTRY_OVERHEAD, Entry
+from lazygraph.store.lookup import Lookup
 from lazygraph.store.memory import MemoryTier
+from lazygraph.store.store import Store
 
 MB = 1_000_000
 
@@ -247,3 +254,31 @@ def test_eight_threads_on_overlapping_graphs_run_each_node_once():
             assert value == sum(range(start, start + 10)) * 1000
         assert all(c == 1 for c in calls.values()), calls
         assert not s.claims
+
+
+def test_the_per_node_reads_are_the_lookups_own_methods_not_wrappers():
+    """``find`` and ``memory_hit`` run once per planned node: the store hands out its read
+    side's methods themselves, so moving the reads out of ``Store`` added no call."""
+    store = Store(Config.from_options(memory_limit="1MB"))
+    try:
+        for name in ("find", "memory_hit", "find_remote", "lookup", "get", "peek", "fetch",
+                     "location", "entry", "count_misses", "placement"):
+            assert getattr(store, name).__func__ is getattr(Lookup, name), name
+        store.put(b"k" * 16, [1], name="f", seconds=0.0)
+        assert store.memory_hit(b"k" * 16) == [1] and store.find(b"k" * 16)[1] == "memory"
+        assert store.stats().hits == 2 and store.functions == {}  # put() is not a run
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("module", [store_module, lookup_module], ids=["store", "lookup"])
+def test_the_store_reads_no_private_name_of_a_tier(module):
+    """Compose, don't reach in: the store's modules use only its own private names
+    (``self._x``), never one of a tier or helper (``self._memory._entries``)."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    reached = [
+        ast.unparse(n) for n in ast.walk(tree)
+        if isinstance(n, ast.Attribute) and n.attr.startswith("_") and not n.attr.startswith("__")
+        and not (isinstance(n.value, ast.Name) and n.value.id == "self")
+    ]
+    assert reached == []

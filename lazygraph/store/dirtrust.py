@@ -133,16 +133,18 @@ def check_ancestors(directory: Path) -> None:
     >>> check_ancestors(Path("/")) is None
     True
     """
-    pending = list(directory.parts[1:])
-    current = Path("/")
+    # Plain strings, not Path objects: a session opening its cache_dir pays this walk in
+    # every new process, and pathlib's joins cost more than the lstat calls (issue 17).
+    pending = _parts(str(directory))
+    current = "/"
     _check_parent(directory, current, os.lstat(current))
     links = 0
     while pending:
         part = pending.pop(0)
         if part == "..":
-            current = current.parent
+            current = os.path.dirname(current)
             continue
-        candidate = current / part
+        candidate = current + part if current == "/" else f"{current}/{part}"
         try:
             st = os.lstat(candidate)
         except (FileNotFoundError, NotADirectoryError):
@@ -155,17 +157,26 @@ def check_ancestors(directory: Path) -> None:
         if stat.S_ISLNK(st.st_mode):
             links += 1
             _check_link(directory, candidate, st, links)
-            target = Path(os.readlink(candidate))
-            if target.is_absolute():
-                current = Path("/")
-            pending[:0] = target.parts[1:] if target.is_absolute() else target.parts
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = "/"
+            pending[:0] = _parts(target)
             continue
         if pending:  # a parent; the directory itself gets check_private_stat
             _check_parent(directory, candidate, st)
         current = candidate
 
 
-def _check_parent(directory: Path, parent: Path, st: os.stat_result) -> None:
+def _parts(path: str) -> list[str]:
+    """The components of ``path`` as the kernel walks them ("." and empty ones dropped).
+
+    >>> _parts("/a//b/./../c/"), _parts("x")
+    (['a', 'b', '..', 'c'], ['x'])
+    """
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
+def _check_parent(directory: Path, parent: str, st: os.stat_result) -> None:
     if not stat.S_ISDIR(st.st_mode):
         return  # creating below it fails with its own message
     if st.st_uid not in (0, os.geteuid()):
@@ -174,10 +185,12 @@ def _check_parent(directory: Path, parent: Path, st: os.stat_result) -> None:
             "they could move the cache away and put a directory of their own in its place. "
             "Use a cache_dir whose parent directories belong to you or root"
         )
-    sticky = bool(st.st_mode & stat.S_ISVTX)
+    if st.st_mode & stat.S_ISVTX:
+        return  # others may write, never rename what is not theirs (as /tmp)
     others = bool(st.st_mode & 0o002)
-    group = bool(st.st_mode & 0o020) and not _group_is_only_me(st.st_gid, parent)
-    if (others or group) and not sticky:
+    # Asked last: the group lookup reads the group database (the first time, its NSS modules)
+    group = not others and bool(st.st_mode & 0o020) and not _group_is_only_me(st.st_gid, parent)
+    if others or group:
         who = "other users" if others else f"the other members of group {_group(st.st_gid)}"
         bits = "go-w" if others and st.st_mode & 0o020 else ("o-w" if others else "g-w")
         raise CacheSecurityError(
@@ -189,7 +202,7 @@ def _check_parent(directory: Path, parent: Path, st: os.stat_result) -> None:
         )
 
 
-def _check_link(directory: Path, link: Path, st: os.stat_result, links: int) -> None:
+def _check_link(directory: Path, link: str, st: os.stat_result, links: int) -> None:
     if st.st_uid not in (0, os.geteuid()):
         raise CacheSecurityError(
             f"cache_dir {directory} is reached through the symbolic link {link}, which "
@@ -271,7 +284,7 @@ class DirHandle:
             self._release()
 
 
-def _group_is_only_me(gid: int, path: Path) -> bool:
+def _group_is_only_me(gid: int, path: str) -> bool:
     """True when ``gid`` is this user's own group, lists no other member, and ``path`` has no
     access ACL (whose mask would show as group write while granting it to named users).
 
@@ -287,7 +300,7 @@ def _group_is_only_me(gid: int, path: Path) -> bool:
     return all(member == _user(os.geteuid()) for member in members)
 
 
-def _has_acl(path: Path) -> bool:
+def _has_acl(path: str) -> bool:
     try:
         return "system.posix_acl_access" in os.listxattr(path, follow_symlinks=False)
     except (OSError, AttributeError):  # no xattrs here (or no os.listxattr: macOS)

@@ -159,10 +159,11 @@ def prepare() -> None:
 
     A file tier calls it when it opens: its first write may otherwise run in the writer
     thread while the interpreter exits (a result queued just before the end), when importing
-    joblib fails ("can't register atexit after shutdown") and the result would be lost.
+    joblib fails ("can't register atexit after shutdown") and the result would be lost. The
+    import is what fails then; the classes built on it are made on first use, as making a
+    class needs nothing the end of the interpreter takes away.
     """
-    _pickler_class(False)
-    _unpickler_class()
+    import joblib.numpy_pickle  # noqa: F401  (imported for its side effect: loaded now)
 
 
 def dump(value: object, file: Any) -> None:
@@ -318,12 +319,12 @@ def load(fd: int, *, path: str) -> Any:
 @functools.lru_cache(maxsize=1)
 def _unpickler_class() -> type:
     """joblib's NumpyUnpickler, memory-mapping from a ``MapSource``, tensors through it too."""
-    import inspect
-
     from joblib.numpy_pickle import NumpyUnpickler
 
     # joblib >= 1.4 takes ensure_native_byte_order (mapped arrays keep their byte order).
-    byte_order = "ensure_native_byte_order" in inspect.signature(NumpyUnpickler).parameters
+    # Read from the code object: inspect.signature costs ~0.1 ms, paid by every new process.
+    code = NumpyUnpickler.__init__.__code__
+    byte_order = "ensure_native_byte_order" in code.co_varnames[: code.co_argcount]
 
     class EntryUnpickler(NumpyUnpickler):
         def __init__(self, source: MapSource, stream: BinaryIO) -> None:

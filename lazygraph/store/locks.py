@@ -175,7 +175,11 @@ class ComputeLocks:
         queued: Container[bytes],
         missing: Any,
     ) -> None:
-        self._locks = KeyLocks(cache_dir)
+        # KeyLocks made at the first lock: a process that only loads entries (a new
+        # process's cache hit) takes none, and making its directory was a tenth of that hit.
+        self._cache_dir = cache_dir
+        self._made: KeyLocks | None = None
+        self._made_lock = threading.Lock()
         self._load, self._keep, self._queued, self._missing = load, keep, queued, missing
         self._warned = False  # a lock that cannot be taken is said once per store
 
@@ -183,31 +187,42 @@ class ComputeLocks:
         """Wait while another process computes ``key``; then its entry, or ``missing`` (this
         process then holds the lock until ``release``)."""
         try:
-            self._locks.acquire(key)
+            locks = self._locks()
+            locks.acquire(key)
         except OSError as exc:  # a read-only, full or vanished cache_dir: run unlocked
             if not self._warned:
                 self._warned = True
                 log.warning("cannot lock %s in %s (%s); computing without the cross-process "
                             "lock (other processes may compute the same nodes)",
-                            key.hex(), self._locks.directory, exc)
+                            key.hex(), Path(self._cache_dir) / LOCK_DIR, exc)
             return self._missing
         value = self._load(key)  # the file itself: the index may not list it yet
         if value is not self._missing:
-            self._locks.release(key)
+            locks.release(key)
             self._keep(key, value)
         return value
 
     def release(self, key: bytes) -> None:
         """Let go of ``key``'s lock if this process holds it."""
-        self._locks.release(key)
+        if self._made is not None:
+            self._made.release(key)
 
     def release_unqueued(self, keys: Iterable[bytes]) -> None:
         """Results that will not be written (not persisted, or written before): unlock now."""
-        if len(self._locks):
+        locks = self._made
+        if locks is not None and len(locks):
             for key in keys:
                 if key not in self._queued:
-                    self._locks.release(key)
+                    locks.release(key)
 
     def close(self) -> None:
         """Release every lock this process holds."""
-        self._locks.close()
+        if self._made is not None:
+            self._made.close()
+
+    def _locks(self) -> KeyLocks:
+        """The key locks, made (their directory too) on first use; raises OSError as mkdir."""
+        with self._made_lock:
+            if self._made is None:
+                self._made = KeyLocks(self._cache_dir)
+            return self._made

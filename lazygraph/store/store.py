@@ -1,11 +1,13 @@
-"""The store: one lock around the tiers memory -> weak -> pending writes -> files.
+"""The store: one lock around the tiers memory -> weak -> pending writes -> files (-> cluster).
 
-Covers: lookups through the tiers in order, inserting results (sized, frozen if asked),
-shedding on memory pressure (``evict``), GPU release, pins and the counters behind
-``Session.stats()``. Talks to each tier only through its methods (``store.base.Tier`` and a
-few documented extras). Does not cover: what happens between tiers (``store.demote``), the
-file format (``store.files``), the spill directory (``store.spilldir``) or the write queue
-(``store.pending``).
+Covers: composing the tiers, inserting results (sized, frozen if asked), discarding,
+shedding on memory pressure (``evict``), GPU release, pins, the cross-process locks' calls
+and the snapshot behind ``Session.stats()``. Talks to each tier only through its methods
+(``store.base.Tier`` and a few documented extras). Does not cover: the lookups, in the
+tiers' order (``store.lookup``: the store hands out its methods), the counters
+(``store.counts``), forgetting (``store.forgetting``), what happens between tiers
+(``store.demote``), the file format (``store.files``), the spill directory
+(``store.spilldir``) or the write queue (``store.pending``).
 """
 
 from __future__ import annotations
@@ -22,28 +24,34 @@ from .. import cuda
 from ..sizing import footprint, freeze
 from .base import MISSING, Entry, Result
 from .base import policy as make_policy
-from .cluster import ClusterTier, OnDisk
+from .cluster import ClusterTier
+from .counts import Counts
 from .demote import Demotion
 from .files import FileTier
 from .forgetting import Forgetting
 from .locks import ComputeLocks
+from .lookup import Lookup
 from .memory import MemoryTier
 from .pending import PendingTier
 from .pins import Pins
 from .secret import load_or_create_secret
 from .spilldir import SpillDir
-from .stats import Stats, placement
+from .stats import Stats
 from .weak import WeakTier
 
 log = logging.getLogger(__name__)
 
 __all__ = ["Stats", "Store"]
 
-_ABSENT = (MISSING, "absent")
-
 
 class Store:
     """Cached results by key across tiers; every method is thread-safe.
+
+    The reads (``find``, ``memory_hit``, ``find_remote``, ``lookup``, ``get``, ``peek``,
+    ``fetch``, ``location``, ``entry``, ``count_misses``, ``placement``) are the methods of
+    its ``store.lookup.Lookup``, handed out as the store's own: ``find`` and ``memory_hit``
+    run once per node, and a delegating call would add a call to each. ``forget``,
+    ``keys_of`` and ``all_keys`` are those of its ``store.forgetting.Forgetting``.
 
     >>> from lazygraph.config import Config
     >>> store = Store(Config.from_options(memory_limit="1MB"))
@@ -74,99 +82,50 @@ class Store:
                                   on_evict=moves.demote_all)
         self._pending = PendingTier(route=moves.route, on_written=self._written, lock=self._lock)
         moves.attach(self._memory, self._pending)
-        # Live read-only views for the lock-free miss test of find(): a method call per tier
-        # would cost more than the test. Each membership test is atomic.
-        self._resident = self._memory.entries
-        self._weak_keys = self._weak.keys()
-        self._queued_keys = self._pending.keys()
+        self._counts = Counts()
+        self._ran = self._counts.ran  # bound once: insert_many counts each computed result
+        self.functions = self._counts.functions  # name -> [runs, hits, seconds] (report())
+        self._reads = self._hand_out_reads()
         self._freeze = config.freeze
         self._cluster: ClusterTier | None = None  # results kept on a Dask cluster
-        self._cluster_keys: Any = {}.keys()
         # S5.10: a key's lock across processes, held from computing it to its entry written
         self._locks: ComputeLocks | None = None
         if self._disk is not None:
             self._locks = ComputeLocks(Path(config.cache_dir), load=self._disk.get,
-                                       keep=self._weak.hold, queued=self._queued_keys,
+                                       keep=self._weak.hold, queued=self._pending.keys(),
                                        missing=MISSING)
-        self.hits = self.misses = self.computes = self.peak_bytes = 0
         self._closed = False
         # A producer waits while tier + held pending bytes exceed memory_limit + a little slack
         # (enough for small writes to overlap the next computation, never a large one).
         self._budget_bytes = config.memory_limit + min(config.memory_limit // 8, 64 * 2**20)
-        self.functions: dict[str, list[float]] = {}  # name -> [runs, hits, seconds]
         # Runs on close(), or when a store whose session was never closed is collected (or at
         # exit): finish the writes, then remove the spill directory. Holds no store.
         self._release = weakref.finalize(self, _release, self._pending, self._spill)
-        self._forgetting = Forgetting(
-            lock=self._lock, views=(self._resident, self._weak_keys, self._files),
+        self._forgetting = forgetting = Forgetting(
+            lock=self._lock, views=(self._memory.entries, self._weak.keys(), self._files),
             records=self._records, pending=self._pending, disk=self._disk,
             locate=self.location, discard=self.discard)
+        # node.forget, factory.clear, session.clear: handed out as the reads are
+        self.forget, self.keys_of, self.all_keys = (
+            forgetting.forget, forgetting.keys_of, forgetting.all_keys)
+
+    def _hand_out_reads(self) -> Lookup:
+        """Make the read side and bind its methods here (bound, not wrapped: no extra call)."""
+        reads = Lookup(lock=self._lock, memory=self._memory, weak=self._weak,
+                       pending=self._pending, moves=self._moves, records=self._records,
+                       files=self._files, disk=self._disk, counts=self._counts)
+        self.find, self.memory_hit, self.find_remote = (
+            reads.find, reads.memory_hit, reads.find_remote)
+        self.lookup, self.get, self.peek, self.fetch = (
+            reads.lookup, reads.get, reads.peek, reads.fetch)
+        self.location, self.entry, self.count_misses, self.placement = (
+            reads.location, reads.entry, reads.count_misses, reads.placement)
+        return reads
 
     @property
     def _spill_dir(self) -> str | None:
         """The private spill directory, once made (None before the first spill and after close)."""
         return self._spill.path
-
-    # -- lookups -------------------------------------------------------------------------
-
-    def lookup(self, key: bytes) -> tuple[Any, str]:
-        """``(value, location)`` for ``key``; ``(MISSING, "absent")`` when no tier has it."""
-        found = self.find(key)
-        if found[0] is MISSING:
-            self.count_misses(1)
-        return found
-
-    def find(self, key: bytes) -> tuple[Any, str]:
-        """``lookup`` without counting a miss: for a planner that counts them at the end.
-
-        The per-node call of a pull's plan. A key that no tier holds (what every node of a
-        new graph is) is answered from membership tests alone, without the lock: each test
-        is atomic, and a result stored meanwhile is found when the node is claimed.
-        """
-        if (
-            key not in self._resident
-            and key not in self._weak_keys
-            and key not in self._queued_keys
-            and key not in self._files
-            and key not in self._cluster_keys
-            and self._disk is None
-        ):
-            return _ABSENT
-        with self._lock:
-            if self._closed:  # a pull still running after close(): its files are let go
-                return _ABSENT
-            entry = self._memory.entry(key)
-            if entry is not None:
-                self._memory.touch(key)
-                self._count_hit(entry)
-                return entry.value, "memory"
-            value = self._weak.get(key)
-            if value is not MISSING:
-                self._count_hit(self._records.get(key))
-                self._moves.promote(key, value)
-                return value, "weak"
-            queued = self._pending.entry(key)
-            if queued is not None:
-                self._count_hit(queued)
-                return queued.value, "memory"
-            value, where = self._moves.reload(key)
-            if value is MISSING and key in self._cluster_keys:  # one transfer from the cluster
-                value, where = self._cluster.get(key), "cluster"  # type: ignore[union-attr]
-            if value is not MISSING:
-                self._count_hit(self._records.get(key))
-            return value, where
-
-    def find_remote(self, key: bytes, *, workers_load: bool = False) -> tuple[Any, str]:
-        """``find`` for a pull on the cluster: a result held there stays there (``Remote``);
-        with ``workers_load`` an entry on disk is left for the workers to load (``OnDisk``)."""
-        ref: Any = self._cluster.ref(key) if self._cluster is not None else None
-        if ref is None and workers_load and self.location(key) == "disk":
-            ref = OnDisk(key)
-        if ref is None:
-            return self.find(key)
-        with self._lock:
-            self.hits += 1
-        return ref, "disk" if isinstance(ref, OnDisk) else "cluster"
 
     @property
     def cluster(self) -> ClusterTier | None:
@@ -176,113 +135,20 @@ class Store:
     def attach_cluster(self, tier: ClusterTier) -> None:
         """Keep results computed on a Dask cluster in ``tier`` (the previous one is closed)."""
         with self._lock:
-            old, self._cluster, self._cluster_keys = self._cluster, tier, tier.keys()
+            old, self._cluster = self._cluster, tier
+            self._reads.use_cluster(tier)
         if old is not None:
             old.close()
 
-    def count_misses(self, n: int) -> None:
-        """Add ``n`` lookups that found nothing (see ``find``)."""
-        with self._lock:
-            self.misses += n
-
-    def _count_hit(self, entry: Entry | None) -> None:
-        self.hits += 1
-        if entry is not None:
-            entry.hits += 1
-            tally = self.functions.get(entry.name)
-            if tally is not None:
-                tally[1] += 1
-
-    def memory_hit(self, key: bytes) -> Any:
-        """The value if ``key`` is in the memory tier (counted as a hit), else MISSING.
-
-        The re-pull fast path: the hit counting is inlined.
-        """
-        with self._lock:
-            entry = self._resident.get(key)
-            if entry is None:
-                return MISSING
-            self._memory.touch(key)
-            self.hits += 1
-            entry.hits += 1
-            tally = self.functions.get(entry.name)
-            if tally is not None:
-                tally[1] += 1
-            return entry.value
-
-    def peek(self, key: bytes) -> Any:
-        """The value if it is in memory, weakly held or queued for writing, else MISSING.
-
-        Only looks: no hit is counted, the LRU order is untouched and no file is read.
-        """
-        with self._lock:
-            entry = self._memory.entry(key)
-            if entry is not None:
-                return entry.value
-            value = self._weak.get(key)
-            return value if value is not MISSING else self._pending.get(key)
-
-    def fetch(self, key: bytes) -> Any:
-        """The value for ``key`` from any tier, files included, or MISSING; counts nothing.
-
-        For lookups that are not a pull's use of a result (comparing a recomputed result
-        with the one before it): hits and misses count what pulls needed (concepts.md).
-        """
-        value = self.peek(key)
-        if value is not MISSING:
-            return value
-        with self._lock:
-            if self._closed:
-                return MISSING
-            return self._moves.reload(key)[0]
-
-    def get(self, key: bytes) -> Any:
-        """The value for ``key`` or ``MISSING``."""
-        return self.lookup(key)[0]
-
-    def location(self, key: bytes) -> str:
-        """Where ``key`` lives now: memory, weak, spilled, disk or absent (no side effects)."""
-        with self._lock:
-            if key in self._memory or key in self._pending:
-                return "memory"
-            tier = self._files.get(key)
-            if tier is not None:  # also when a mapped copy is alive: the data is the file
-                # a file this session wrote to cache_dir is "disk" (concepts.md): "spilled"
-                # is the private spill directory, as stats().spills counts it
-                return "disk" if tier is self._disk else "spilled"
-            if key in self._weak:
-                return "weak"
-            if self._disk is not None and key in self._disk:
-                return "disk"
-            return "cluster" if key in self._cluster_keys else "absent"
-
-    def entry(self, key: bytes) -> Entry | None:
-        """The metadata record for ``key`` (value None when not in memory), from disk too."""
-        with self._lock:
-            found = self._memory.entry(key) or self._records.get(key)
-            if found is not None or self._disk is None or self._closed:
-                return found
-            meta = self._disk.meta(key)
-        return None if meta is None else Entry.from_meta(key, meta)
-
     def _forget_record(self, key: bytes) -> None:
         """Called when the weak tier loses ``key``: its record goes unless a file holds it."""
-        if key not in self._files and key not in self._queued_keys:
+        if key not in self._files and key not in self._pending:
             self._records.pop(key, None)
 
     # -- inserting -----------------------------------------------------------------------
 
-    def put(
-        self,
-        key: bytes,
-        value: Any,
-        *,
-        name: str,
-        seconds: float,
-        persistable: bool = True,
-        spill: bool = True,
-        persist: bool = True,
-    ) -> None:
+    def put(self, key: bytes, value: Any, *, name: str, seconds: float,
+            persistable: bool = True, spill: bool = True, persist: bool = True) -> None:
         """Cache ``value`` under ``key`` (most recently used), demoting what no longer fits."""
         policy = make_policy(name, spill, persist)
         self.insert_many([(key, value, footprint(value), seconds, policy, persistable)], False)
@@ -299,19 +165,19 @@ class Store:
             for result in results:
                 freeze(result[1])
         now = time.time()  # one clock read per batch: its results were made within a moment
-        records = self._records
+        records, ran, counts = self._records, self._ran, self._counts
         with self._lock:
             if self._closed:
                 return
             if self._cluster is not None:  # results kept on a cluster go to its tier
-                results = self._cluster.take(results, tally=self._tally if computed else None)
+                results = self._cluster.take(results, tally=ran if computed else None)
             entries = []
             for key, value, parts, seconds, policy, persistable in results:
                 entry = Entry(key, value, parts, policy.name, seconds, persistable,
                               policy.spill, policy.persist, now)
                 entries.append(entry)
                 if computed:
-                    self._tally(entry.name, seconds)
+                    ran(entry.name, seconds)
                 if records:
                     records.pop(key, None)
             if self._disk is not None:
@@ -320,8 +186,8 @@ class Store:
                     self._locks.release_unqueued(entry.key for entry in entries)
             memory = self._memory
             memory.put_many(entries)  # what no longer fits goes to Demotion.demote_all
-            if memory.cpu_bytes > self.peak_bytes:
-                self.peak_bytes = memory.cpu_bytes
+            if memory.cpu_bytes > counts.peak_bytes:
+                counts.peak_bytes = memory.cpu_bytes
             if self._pending.held_bytes:
                 self._pending.wait_for_room(room=self._has_room)
 
@@ -336,15 +202,7 @@ class Store:
     def note_compute(self, name: str, seconds: float) -> None:
         """Count one execution of a result that is not cached (``cache=False``)."""
         with self._lock:
-            self._tally(name, seconds)
-
-    def _tally(self, name: str, seconds: float) -> None:
-        self.computes += 1
-        tally = self.functions.get(name)
-        if tally is None:
-            tally = self.functions[name] = [0, 0, 0.0]
-        tally[0] += 1
-        tally[2] += seconds
+            self._ran(name, seconds)
 
     def discard(self, key: bytes, *, disk: bool = True) -> None:
         """Forget ``key`` in every tier, its files included (``disk=False``: not cache_dir's)."""
@@ -360,20 +218,6 @@ class Store:
                 self._disk.discard(key)
             if self._cluster is not None:
                 self._cluster.discard(key)
-
-    # -- forgetting (node.forget, factory.clear, session.clear: store.forgetting) ----------
-
-    def forget(self, keys: Iterable[bytes], *, disk: bool = True) -> int:
-        """Drop ``keys`` from every tier (``disk=False``: keep cache_dir's); how many were held."""
-        return self._forgetting.forget(keys, disk=disk)
-
-    def keys_of(self, name: str) -> set[bytes]:
-        """The keys of every result of function ``name`` in any tier, cache_dir included."""
-        return self._forgetting.keys_of(name)
-
-    def all_keys(self, *, disk: bool = False) -> set[bytes]:
-        """Every key some tier holds; with ``disk``, cache_dir's entries too."""
-        return self._forgetting.all_keys(disk=disk)
 
     # -- run-once across processes (S5.10) -----------------------------------------------
 
@@ -444,17 +288,10 @@ class Store:
 
     # -- reporting -----------------------------------------------------------------------
 
-    def placement(self) -> dict[str, tuple[int, dict[str, int]]]:
-        """Per function name: bytes of the results held now, and how many live where."""
-        with self._lock:
-            held = [(e, "memory") for e in self._resident.values()]
-            held += [(e, "") for e in self._records.values()]
-        return placement(held, locate=self.location)
-
     def stats(self) -> Stats:
         """A snapshot of the counters and byte totals."""
         with self._lock:
-            return Stats.of(self, self._memory, self._moves, self._disk)
+            return Stats.of(self._counts, self._memory, self._moves, self._disk)
 
     def flush(self) -> None:
         """Wait until every queued spill and persist write is on disk."""
@@ -467,7 +304,7 @@ class Store:
         cached, no write is queued and no spill directory is made.
         """
         with self._lock:
-            self._closed = self._moves.closed = self._forgetting.closed = True
+            self._closed = self._moves.closed = self._forgetting.closed = self._reads.closed = True
         self._release()  # pending.close() (joins the writer, outside the lock), then the dir
         with self._lock:
             self._memory.close()
