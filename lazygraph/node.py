@@ -49,6 +49,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _NODE_TOKEN = token_header(16)
+# Argument types that are never a Node, a container or an iterator (checked before the
+# isinstance tests: a leaf's arguments are mostly these).
+_SCALAR_TYPES = frozenset((int, float, str, bytes, bool, complex, type(None)))
 
 
 class Node(NodeOps):
@@ -114,12 +117,18 @@ class Node(NodeOps):
         for value in args:  # the common call: positional scalars and Nodes, no containers
             if isinstance(value, Node):
                 deps.append(value)
+            elif type(value) in _SCALAR_TYPES:
+                continue
             elif isinstance(value, _CONTAINERS):
                 nested = True
             elif type(value) not in _NOT_ITERATORS and is_iterator(value):  # S1.11
                 raise iterator_argument(self.func, [a is value for a in args].index(True), value)
         if nested or kwargs:
             deps, nested = find_deps(args, kwargs, kind=Node, func=self.func)
+        elif not deps:  # f(1, "a"): a leaf, or a cell run again
+            self.deps = ()
+            self._nested = False
+            return
         elif len(deps) == 2:
             if deps[0] is deps[1]:  # f(x, x) depends on x once
                 del deps[1]
