@@ -77,6 +77,7 @@ from .codetrace import (
     wrapped_function,
 )
 from .hashing import register_code_fingerprint
+from .repull import attention
 
 __all__ = ["SCHEME", "KeyPart", "cache_entry", "fingerprint_persistable", "function_fingerprint"]
 __all__ += ["CHECK_ERRORS", "rebound_names", "still_valid"]
@@ -159,16 +160,9 @@ def _invalidate(entry_ref: Any, _: Any) -> None:
     entry = entry_ref()
     if entry is not None:
         entry.valid = False
-        suspect.add(True)
-
-
-#: Non-empty once something a fingerprint read has died since it was read (a helper or global
-#: rebound, its old object collected), and always in an interactive session (IPython, Jupyter,
-#: the REPL), where cells redefine helpers: a re-pull of a keyed Node then re-checks that its
-#: key is current (``keys.needs_refresh``, ~0.1-0.3 µs) instead of trusting it. Empty in a
-#: script that rebinds nothing its nodes read, so its re-pulls cost one truth test. Never
-#: emptied: nodes keyed before the event may still be pulled again.
-suspect: set[bool] = {True} if "IPython" in sys.modules or hasattr(sys, "ps1") else set()
+        # Something this fingerprint read died (a helper or global rebound): re-pulls of
+        # keyed Nodes re-check their keys from now on (``repull``).
+        attention.add("suspect")
 
 
 def _pin(value: Any) -> Any:

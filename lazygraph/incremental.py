@@ -29,6 +29,7 @@ from typing import Any
 
 from .hashing import content_hash
 from .redefinitions import kept_old_result
+from .repull import attention
 from .store.base import MISSING
 
 __all__ = [
@@ -80,8 +81,11 @@ def watch(source: Any) -> None:
     def drop(ref: Any) -> None:
         if watched.get(key) is ref:  # not a newer source that reuses the id
             del watched[key]
+            if not watched:
+                attention.discard("watched")
 
     watched[key] = weakref.ref(source, drop)
+    attention.add("watched")
 
 
 def refresh_watched() -> None:

@@ -35,12 +35,11 @@ from .graph import path_to, walk
 from .hashing import register_encoder, token_header
 from .incremental import graph_lock, mark_stale, new_revision, wait_for_pulls
 from .incremental import input_value as _input_value
-from .incremental import watched as _watched
 from .keys import resolve_keys
 from .node_ops import BindsLikeAMethod, NodeOps, call_method
 from .options import NodeOptions, checked_options
 from .redefinitions import note_definition
-from .redefinitions import outdated as _outdated
+from .repull import attention as _attention
 from .store.base import MISSING as _MISSING
 
 __all__ = ["AttributeNode", "Node", "Input", "NodeOptions", "NodeFactory", "node"]
@@ -126,7 +125,7 @@ class Node(NodeOps):
         if nested or kwargs:
             deps, nested = find_deps(args, kwargs, kind=Node, func=self.func)
         elif not deps:  # f(1, "a"): a leaf, or a cell run again
-            self.deps = ()
+            self.deps: tuple[Node, ...] = ()
             self._nested = False
             return
         elif len(deps) == 2:
@@ -137,7 +136,7 @@ class Node(NodeOps):
         # f(a, b) with Nodes a, b: the arguments are the dependencies; sharing the tuple
         # saves an object per node.
         same = len(deps) == len(args) and not nested and not kwargs
-        self.deps: tuple[Node, ...] = args if same else tuple(deps)
+        self.deps = args if same else tuple(deps)
         self._nested = nested
         for dep in deps:
             if dep._dependents is not None:
@@ -181,9 +180,10 @@ class Node(NodeOps):
     def compute(self, *, executor: Any = None) -> Any:
         """Pull this node in the current Session and return its value (the very object)."""
         session = _current_session()
-        # Session.compute's re-pull fast path, without its layer; with file sources watched
-        # that layer checks them first (S1.12).
-        if executor is None and not _watched and not _outdated:
+        # Session.compute's re-pull fast path, without its layer; while anything asks for
+        # attention (file sources, replaced definitions, keys to re-check: ``repull``) that
+        # layer looks closer first.
+        if executor is None and not _attention:
             value = session._memory_hit(self)
             if value is not _MISSING:
                 return value

@@ -23,6 +23,8 @@ import warnings
 import weakref
 from typing import Any
 
+from .repull import attention
+
 __all__ = [
     "OutdatedDefinitionWarning",
     "forget_redefined",
@@ -69,8 +71,11 @@ def note_definition(func: Any, name: str) -> None:
     def drop(dead: Any) -> None:
         if outdated.get(key, (None,))[0] is dead:
             del outdated[key]
+            if not outdated:
+                attention.discard("outdated")
 
     outdated[key] = (weakref.ref(old, drop), name)
+    attention.add("outdated")
 
 
 def outdated_name(n: Any) -> str | None:

@@ -29,12 +29,12 @@ from .config import Config
 from .display import show
 from .errors import LazyGraphError
 from .executors import make_executor
-from .fingerprint import suspect
 from .incremental import refresh_watched, watched
 from .keys import key_one, needs_refresh
 from .node import Node
 from .pressure import MemoryMonitor
 from .redefinitions import outdated, warn_outdated
+from .repull import attention
 from .scheduler import Pull
 from .store.base import MISSING
 from .store.store import Stats, Store
@@ -79,9 +79,12 @@ class Session:
 
     def compute(self, *nodes: Node, executor: Any = None) -> tuple[Any, ...]:
         """Pull ``nodes`` and return their values as a tuple, in argument order."""
-        if watched:  # file sources: a stat each, and a set() for those whose content changed
-            refresh_watched()
-        if len(nodes) == 1 and executor is None:
+        single = len(nodes) == 1 and executor is None
+        if attention:  # see repull: empty unless there is more to check than a memory hit
+            if watched:  # file sources: a stat each, and a set() for those that changed
+                refresh_watched()
+            single = single and self._may_reuse(nodes[0])
+        if single:
             hit = self._memory_hit(nodes[0])
             if hit is not MISSING:
                 if outdated:  # S3.9: a node of a replaced definition says so
@@ -110,6 +113,12 @@ class Session:
             warn_outdated([*nodes, *(n for n, _, _ in pull.record)])
         return results
 
+    def _may_reuse(self, n: Any) -> bool:
+        """Whether the re-pull fast path may serve ``n`` while ``attention`` is not empty:
+        not when it is keyed with a definition that changed since (S3.9: the full pull
+        warns or re-keys)."""
+        return not ("suspect" in attention and isinstance(n, Node) and needs_refresh(n))
+
     def _memory_hit(self, n: Any) -> Any:
         """The fast path of a re-pull: a clean node whose value is in the memory tier.
 
@@ -125,8 +134,6 @@ class Session:
             key_one(n)
             key = n._key
             assert key is not None
-        elif suspect and needs_refresh(n):  # S3.9: keyed with a since redefined helper:
-            return MISSING  # the full pull warns or re-keys
         value = self.store.memory_hit(key)
         if value is not MISSING:
             n._last_pull = "memory"

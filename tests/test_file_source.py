@@ -132,3 +132,16 @@ def test_a_dropped_source_is_no_longer_checked(tmp_path: Path) -> None:
     gc.collect()
     assert not any(isinstance(ref(), lazygraph.Node) and ref().name == f"file:{path}"
                    for ref in watched.values())
+
+
+def test_the_repull_fast_path_comes_back_when_the_last_source_goes(tmp_path: Path) -> None:
+    from lazygraph.repull import attention
+
+    path = tmp_path / "a.csv"
+    path.write_text("1")
+    gc.collect()  # sources other tests dropped
+    src = lazygraph.file(path)
+    assert "watched" in attention  # node.compute() re-checks files before a memory hit
+    del src
+    gc.collect()
+    assert not watched and "watched" not in attention  # one truth test per re-pull again

@@ -190,7 +190,7 @@ def test_the_helper_warning_in_a_jupyter_kernel(notebook: Any) -> None:
 
 SCRIPT = """
 import warnings, lazygraph
-from lazygraph.fingerprint import suspect
+from lazygraph.repull import attention
 warnings.simplefilter("always")
 def helper(x):
     return x + 1
@@ -200,10 +200,10 @@ def f(x):
 n = f(1)
 with lazygraph.Session(progress=False):
     first = n.compute()
-    print("suspect before:", bool(suspect))
+    print("suspect before:", "suspect" in attention)
     def helper(x):  # the old helper is collected here
         return x + 2
-    print("suspect after:", bool(suspect))
+    print("suspect after:", "suspect" in attention)
     with warnings.catch_warnings(record=True) as caught:
         again = n.compute()  # the re-pull fast path
     print(first, again, [str(w.message) for w in caught])
