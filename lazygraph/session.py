@@ -67,6 +67,7 @@ class Session:
     def __init__(self, **options: Any) -> None:
         self.config = Config.from_options(**options)
         self.store = Store(self.config)
+        self._reads = self.store.reads  # the re-pull fast path calls its memory_hit directly
         self._executors: dict[str, Any] = {}
         self._monitor: MemoryMonitor | None = None
         self.claims = Claims()  # run-once across this session's pulls
@@ -80,16 +81,20 @@ class Session:
     def compute(self, *nodes: Node, executor: Any = None) -> tuple[Any, ...]:
         """Pull ``nodes`` and return their values as a tuple, in argument order."""
         single = len(nodes) == 1 and executor is None
-        if attention:  # see repull: empty unless there is more to check than a memory hit
+        if not attention:  # see repull: nothing to check but the memory hit
+            if single:
+                hit = self._memory_hit(nodes[0])
+                if hit is not MISSING:
+                    return (hit,)
+        else:
             if watched:  # file sources: a stat each, and a set() for those that changed
                 refresh_watched()
-            single = single and self._may_reuse(nodes[0])
-        if single:
-            hit = self._memory_hit(nodes[0])
-            if hit is not MISSING:
-                if outdated:  # S3.9: a node of a replaced definition says so
-                    warn_outdated(nodes)
-                return (hit,)
+            if single and self._may_reuse(nodes[0]):
+                hit = self._memory_hit(nodes[0])
+                if hit is not MISSING:
+                    if outdated:  # S3.9: a node of a replaced definition says so
+                        warn_outdated(nodes)
+                    return (hit,)
         if self.closed:
             raise LazyGraphError("this Session is closed; create a new one")
         for n in nodes:
@@ -134,7 +139,7 @@ class Session:
             key_one(n)
             key = n._key
             assert key is not None
-        value = self.store.memory_hit(key)
+        value = self._reads.memory_hit(key)
         if value is not MISSING:
             n._last_pull = "memory"
         return value

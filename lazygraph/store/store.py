@@ -85,7 +85,7 @@ class Store:
         self._counts = Counts()
         self._ran = self._counts.ran  # bound once: insert_many counts each computed result
         self.functions = self._counts.functions  # name -> [runs, hits, seconds] (report())
-        self._reads = self._hand_out_reads()
+        self.reads = self._hand_out_reads()  # the read side (Session's re-pull calls it)
         self._freeze = config.freeze
         self._cluster: ClusterTier | None = None  # results kept on a Dask cluster
         # S5.10: a key's lock across processes, held from computing it to its entry written
@@ -136,7 +136,7 @@ class Store:
         """Keep results computed on a Dask cluster in ``tier`` (the previous one is closed)."""
         with self._lock:
             old, self._cluster = self._cluster, tier
-            self._reads.use_cluster(tier)
+            self.reads.use_cluster(tier)
         if old is not None:
             old.close()
 
@@ -304,7 +304,7 @@ class Store:
         cached, no write is queued and no spill directory is made.
         """
         with self._lock:
-            self._closed = self._moves.closed = self._forgetting.closed = self._reads.closed = True
+            self._closed = self._moves.closed = self._forgetting.closed = self.reads.closed = True
         self._release()  # pending.close() (joins the writer, outside the lock), then the dir
         with self._lock:
             self._memory.close()
