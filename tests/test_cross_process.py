@@ -8,6 +8,7 @@ leaves nothing locked: the others take the node over and finish. Also the lock i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -271,3 +272,31 @@ def test_a_cache_dir_whose_lock_directory_cannot_be_made_computes_unlocked(tmp_p
     assert "computing without the cross-process lock" in caplog.text
     with lazygraph.Session(cache_dir=cache, progress=False) as again:
         assert again.compute(make(2)) == ([0, 1],)  # persisted all the same
+
+
+def test_no_lock_is_taken_once_the_store_closed(tmp_path: Path) -> None:
+    """A pull racing Session.close() may ask for a lock after the locks were let go: it must
+    get none (before, the lock file stayed open and locked for the life of the process)."""
+    from lazygraph.store.base import MISSING
+    from lazygraph.store.locks import ComputeLocks
+
+    locks = ComputeLocks(tmp_path, load=lambda key: MISSING, keep=lambda key, value: None,
+                         queued=set(), missing=MISSING)
+    key = b"\x01" * 16
+    assert locks.lock_to_compute(key) is MISSING  # held now
+    assert is_locked(tmp_path / LOCK_DIR / (key.hex() + ".lock"))
+    locks.close()
+    assert not is_locked(tmp_path / LOCK_DIR / (key.hex() + ".lock"))
+    other = b"\x02" * 16
+    assert locks.lock_to_compute(other) is MISSING
+    assert not any(LOCK_DIR in path for path in _open_paths()), _open_paths()
+    assert not is_locked(tmp_path / LOCK_DIR / (other.hex() + ".lock"))
+
+
+def _open_paths() -> list[str]:
+    """What this process's file descriptors point at (Linux)."""
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the descriptor listdir used, closed since
+            paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return paths

@@ -58,6 +58,10 @@ def dask_key(n: Node) -> str:
     return f"{n.name}-{n.key}"
 
 
+async def _nothing() -> None:
+    """A coroutine that returns at once: run on Dask's loop, it waits for what was queued."""
+
+
 def _release_all(futures: list[Any]) -> None:
     for future in futures:
         future.release()
@@ -158,8 +162,24 @@ class DaskRun:
             # One hand-off to Dask's event loop, instead of one wake-up of it per future
             # (each release() from this thread schedules its own callback there).
             loop.add_callback(_release_all, futures)
+            if self.error is not None:
+                self._settle(len(futures))
         else:
             _release_all(futures)
+
+    def _settle(self, count: int) -> None:
+        """After a failure, wait until Dask's loop has let go of this pull's futures.
+
+        A release is only queued there (and queues the key's release in turn); a retry
+        submitted before it ran (the user fixed the input and pulled again) would share the
+        failed tasks' keys, find their client-side state, and get the old error back. Two
+        round trips through the loop: ``_release_all``, then the releases it queued.
+        """
+        try:
+            for _ in range(2):
+                self.client.sync(_nothing)
+        except Exception as exc:  # a cluster going away: the retry will say so
+            log.debug("could not wait for %d releases: %s", count, exc)
 
     def _report_sizes(self) -> None:
         """The bytes of each kept result, as the workers reported them (one request)."""

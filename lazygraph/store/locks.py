@@ -180,6 +180,7 @@ class ComputeLocks:
         self._cache_dir = cache_dir
         self._made: KeyLocks | None = None
         self._made_lock = threading.Lock()
+        self._closed = False  # no lock is taken once the store closed (none would be let go)
         self._load, self._keep, self._queued, self._missing = load, keep, queued, missing
         self._warned = False  # a lock that cannot be taken is said once per store
 
@@ -188,6 +189,8 @@ class ComputeLocks:
         process then holds the lock until ``release``)."""
         try:
             locks = self._locks()
+            if locks is None:  # the store closed: it keeps nothing, so nothing to wait for
+                return self._missing
             locks.acquire(key)
         except OSError as exc:  # a read-only, full or vanished cache_dir: run unlocked
             if not self._warned:
@@ -195,6 +198,9 @@ class ComputeLocks:
                 log.warning("cannot lock %s in %s (%s); computing without the cross-process "
                             "lock (other processes may compute the same nodes)",
                             key.hex(), Path(self._cache_dir) / LOCK_DIR, exc)
+            return self._missing
+        if self._closed:  # closed while this thread waited: close() may have missed this lock
+            locks.release(key)
             return self._missing
         value = self._load(key)  # the file itself: the index may not list it yet
         if value is not self._missing:
@@ -216,13 +222,23 @@ class ComputeLocks:
                     locks.release(key)
 
     def close(self) -> None:
-        """Release every lock this process holds."""
-        if self._made is not None:
-            self._made.close()
+        """Release every lock this process holds and take no more. Idempotent.
 
-    def _locks(self) -> KeyLocks:
-        """The key locks, made (their directory too) on first use; raises OSError as mkdir."""
+        The flag is set before the locks go: a lock another thread takes meanwhile is either
+        released here or, seeing the flag, by that thread (``lock_to_compute``).
+        """
         with self._made_lock:
+            self._closed = True
+            made = self._made
+        if made is not None:
+            made.close()
+
+    def _locks(self) -> KeyLocks | None:
+        """The key locks, made (their directory too) on first use, None once closed; raises
+        OSError as mkdir does."""
+        with self._made_lock:
+            if self._closed:
+                return None
             if self._made is None:
                 self._made = KeyLocks(self._cache_dir)
             return self._made
