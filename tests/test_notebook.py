@@ -13,11 +13,8 @@ cell's function and compute again, then show a Node, ``info()``, ``explain()`` a
 
 from __future__ import annotations
 
-import json
 import re
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +23,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
-from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
-from jupyter_client.manager import KernelManager  # noqa: E402
+from kernels import run_cells  # noqa: E402
 
 DEFINE = """
 import time
@@ -72,31 +68,12 @@ class Recording(nbclient.NotebookClient):  # type: ignore[misc]
         return super().process_message(msg, cell, cell_index)
 
 
-def _kernel(tmp_path: Path) -> KernelManager:
-    """A kernel of this interpreter (this venv), from a kernelspec written for the test."""
-    spec = tmp_path / "kernels" / "lazygraph-test"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "lazygraph test", "language": "python"})
-    )
-    specs = KernelSpecManager(kernel_dirs=[str(spec.parent)])
-    return KernelManager(kernel_name="lazygraph-test", kernel_spec_manager=specs)
-
-
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Recording]:
     tmp_path = tmp_path_factory.mktemp("notebook")
     cells = [DEFINE, COMPUTE, REDEFINE, "result", "result.info()", "result.explain()",
              "lazygraph.current_session().stats()"]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    client = Recording(
-        notebook,
-        km=_kernel(tmp_path),
-        timeout=60,
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()
+    notebook, client = run_cells(cells, tmp_path, Recording)
     return notebook, client
 
 

@@ -3,12 +3,11 @@ warns once when computed, and explain() says so. Also in a real Jupyter kernel."
 
 from __future__ import annotations
 
-import json
-import sys
 import warnings
 from typing import Any
 
 import pytest
+from kernels import cell_text, run_cells
 
 import lazygraph
 from lazygraph import OutdatedDefinitionWarning
@@ -77,32 +76,15 @@ CELLS = [
 
 @pytest.fixture(scope="module")
 def notebook(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """CELLS run in a kernel of this venv; module-scoped, as in test_notebook.py: the
-    client's threads and sockets outlive the run, which a test's leak check would count."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
+    """CELLS run in a kernel of this venv (module-scoped: see ``kernels.run_cells``)."""
+    pytest.importorskip("nbformat")
+    pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel")
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import KernelManager
-
-    tmp_path = tmp_path_factory.mktemp("redefinition")
-    spec = tmp_path / "kernels" / "lazygraph-test"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python",
-                                                  "display_name": "lazygraph test"}))
-    km = KernelManager(kernel_name="lazygraph-test",
-                       kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
-    executed = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
-    nbclient.NotebookClient(executed, km=km, timeout=60,
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    return executed
-
+    return run_cells(CELLS, tmp_path_factory.mktemp("redefinition"))[0]
 
 def test_the_warning_in_a_jupyter_kernel(notebook: Any) -> None:
     def text(i: int, stream: str) -> str:
-        return "".join(o.get("text", "") for o in notebook.cells[i].outputs
-                       if o.get("name") == stream)
+        return cell_text(notebook, i, stream)
 
     assert text(3, "stdout").strip() == "2"
     assert "older definition of `clean`" in text(3, "stderr")
