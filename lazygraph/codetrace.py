@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import xxhash
 
+from .errors import user_stacklevel
 from .hashing import content_hash, hash_into
 
 __all__ = [
@@ -177,7 +178,7 @@ class Trace:
                 "identity, so results of this function are not persisted (pass it as an "
                 "argument, or give the function a version=)",
                 RuntimeWarning,
-                stacklevel=4,
+                stacklevel=user_stacklevel(),
             )
 
     def own(self, obj: Any, *, root: bool) -> bytes:

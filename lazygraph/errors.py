@@ -1,6 +1,7 @@
 """Every error lazygraph raises, each also deriving from the built-in a caller would catch.
 
-Covers: the exception hierarchy and how messages are shaped. Does not cover: where the
+Covers: the exception hierarchy, how messages are shaped, and the line a warning names
+(``user_stacklevel``). Does not cover: where the
 errors are raised (the scheduler, config and store modules do that).
 
 >>> issubclass(ConfigError, ValueError) and issubclass(ConfigError, LazyGraphError)
@@ -9,6 +10,8 @@ True
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -21,6 +24,7 @@ __all__ = [
     "CacheSecurityError",
     "IteratorResultError",
     "iterator_result",
+    "user_stacklevel",
 ]
 
 
@@ -222,3 +226,20 @@ def _short_path(path: list[str]) -> str:
         + f" -> … ({len(path) - 6} more) … -> "
         + " -> ".join(path[-3:])
     )
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` of a warning raised by lazygraph that names the user's line (the cell or
+    script line that called ``compute()``), however deep in lazygraph it is raised.
+
+    Python's default filter shows a warning once per (text, line): pointed at a line inside
+    lazygraph, the same warning for a second node would never show again in that process.
+    """
+    frame: Any = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -17,12 +17,11 @@ True
 
 from __future__ import annotations
 
-import os
-import sys
 import warnings
 import weakref
 from typing import Any
 
+from .errors import user_stacklevel
 from .repull import attention
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "outdated",
     "outdated_name",
     "redefined_note",
-    "user_stacklevel",
     "warn_outdated",
 ]
 
@@ -102,23 +100,6 @@ def warn_outdated(nodes: Any) -> None:
             OutdatedDefinitionWarning,
             stacklevel=user_stacklevel(),
         )
-
-
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def user_stacklevel() -> int:
-    """The ``stacklevel`` of a warning raised here that names the user's line (the cell or
-    script line that called ``compute()``), however deep in lazygraph it is raised.
-
-    Python's default filter shows a warning once per (text, line): pointed at a line inside
-    lazygraph, the same warning for a second node would never show again in that process.
-    """
-    frame: Any = sys._getframe(1)
-    level = 1
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 # Nodes keyed with a helper or global that was redefined since (found by keys before a pull

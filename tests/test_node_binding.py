@@ -102,6 +102,7 @@ def test_an_unhashable_global_is_keyed_by_identity_not_persisted_and_warned_once
         again = factory(2).key  # the same fingerprint: no second warning
     named = [w for w in caught if "LOCK" in str(w.message)]
     assert len(named) == 1 and "identity" in str(named[0].message)
+    assert named[0].filename == __file__  # the user's line, not one inside lazygraph
     assert again != key and first._persistable is False
     plain = lazygraph.node(lambda x: x * 10)(1)  # a control that is persisted
     with lazygraph.Session(cache_dir=tmp_path / "cache", progress=False):
